@@ -1,0 +1,85 @@
+# limpet — build, run, test.
+#
+#   make            build build/limpet
+#   make run        build, then start the demo (SPEC §1)
+#   make test       unit tests (cmocka, ASan+UBSan), then end-to-end tests (pytest)
+#   make bench      throughput figures (wrk) through limpet and straight to an origin
+#
+# Missing Debian packages are installed by the `deps` step (apt-get, when root).
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc -MMD -MP
+LDLIBS  := -ljansson -lssl -lcrypto -lpthread -lm
+PYTHON  := /usr/bin/python3
+
+BUILD   := build
+SRCS    := $(shell find src -name '*.c' | sort)
+LIBSRCS := $(filter-out src/main.c,$(SRCS))
+OBJS    := $(SRCS:%.c=$(BUILD)/obj/%.o)
+LIBOBJS := $(LIBSRCS:%.c=$(BUILD)/obj/%.o)
+
+SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+UNIT_SRCS  := $(sort $(wildcard tests/unit/test_*.c))
+UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
+SAN_OBJS   := $(LIBSRCS:%.c=$(BUILD)/san/%.o)
+
+DEB_PACKAGES := gcc make libjansson-dev libssl-dev libcmocka-dev python3-pytest curl wrk
+DEPS_STAMP   := $(BUILD)/.deps-ok
+
+.PHONY: all run test unit e2e bench deps clean
+.DEFAULT_GOAL := all
+
+all: $(BUILD)/limpet
+
+# Installs what is missing, once; prints the one command to run when not root.
+$(DEPS_STAMP):
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing || exit 1; \
+	  else \
+	    echo "missing Debian packages; run:  sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+	@mkdir -p $(BUILD) && touch $@
+
+deps: $(DEPS_STAMP)
+
+$(BUILD)/limpet: $(OBJS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/obj/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/san/%.o: %.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) -c -o $@ $<
+
+$(BUILD)/unit/%: tests/unit/%.c $(SAN_OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(SAN) -o $@ $< $(SAN_OBJS) $(LDLIBS) -lcmocka
+
+run: $(BUILD)/limpet
+	$(BUILD)/limpet --demo
+
+test: unit e2e
+
+unit: $(UNIT_BINS)
+	@$(PYTHON) tests/unit/run_all.py $(UNIT_BINS)
+
+e2e: $(BUILD)/limpet
+	$(PYTHON) -m pytest -q tests/e2e
+
+bench: $(BUILD)/limpet
+	bench/run.sh
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(UNIT_BINS:=.d)

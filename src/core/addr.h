@@ -1,0 +1,33 @@
+/*
+ * addr — socket addresses: parsing "host:port" / "[v6]:port" and formatting.
+ *
+ * Only numeric addresses are accepted (no DNS on the data path or at start:
+ * a load balancer must not depend on a resolver to come up).
+ */
+#ifndef LIMPET_CORE_ADDR_H
+#define LIMPET_CORE_ADDR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+struct addr {
+    struct sockaddr_storage ss;
+    socklen_t len;
+};
+
+/* Parses "1.2.3.4:80" or "[::1]:80". Returns 0, or -1 with *why set to a
+ * static message ("not host:port", "bad port", "bad IP address"). */
+int addr_parse(const char *text, struct addr *out, const char **why);
+
+/* Parses an IP address without port ("10.0.0.1", "2001:db8::1"). */
+int addr_parse_ip(const char *text, struct addr *out);
+
+/* Formats the IP part only ("127.0.0.1", "::1") into buf; returns buf. */
+const char *addr_ip_string(const struct addr *a, char *buf, size_t size);
+/* Same from a raw sockaddr. */
+const char *sockaddr_ip_string(const struct sockaddr *sa, char *buf, size_t size);
+
+bool addr_is_loopback(const struct addr *a);
+
+#endif

@@ -1,0 +1,269 @@
+/*
+ * main — command line, start-up, signals.
+ *
+ *   limpet -c FILE            run with a config file
+ *   limpet -t -c FILE         check a config file and exit (0: ok, 1: problems)
+ *   limpet --demo [--listen ADDR] [--origins N]
+ *                             the demo of SPEC §1: a balancer in front of N
+ *                             demo origins on 127.0.0.1:9001..
+ *   limpet --demo-origin ADDR NAME
+ *                             one demo origin alone (a fast test backend)
+ *
+ * The main thread loads the config, creates the workers (opening their
+ * listeners, so a bad address fails here with a message), starts them, then
+ * waits for signals with sigwait(): SIGTERM/SIGINT stop gracefully (exit 0).
+ * Signals are blocked in every thread, so no handler runs on the data path.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "core/log.h"
+#include "core/worker.h"
+#include "demo/demo_origin.h"
+
+#define LIMPET_VERSION "0.1.0"
+#define DEMO_MAX_ORIGINS 16
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: limpet -c FILE            run with a config file\n"
+            "       limpet -t -c FILE         check a config file and exit\n"
+            "       limpet --demo [--listen ADDR] [--origins N]\n"
+            "                                 demo balancer in front of N demo origins\n"
+            "       limpet --demo-origin ADDR NAME\n"
+            "                                 run one demo origin\n"
+            "       limpet --version\n");
+}
+
+static void print_config_errors(const struct config_errors *errs)
+{
+    for (size_t i = 0; i < errs->count; i++)
+        fprintf(stderr, "%s\n", errs->messages[i]);
+}
+
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static unsigned worker_count(const struct config *cfg)
+{
+    if (cfg->threads)
+        return cfg->threads;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+/* Runs the balancer until SIGTERM/SIGINT. Returns the exit code. */
+static int run_balancer(const struct config *cfg, const sigset_t *signals)
+{
+    int log_fd;
+    if (access_log_open(cfg->access_log, &log_fd) < 0)
+        return 1;
+
+    unsigned n = worker_count(cfg);
+    struct worker **workers = calloc(n, sizeof(*workers));
+    if (!workers) {
+        log_error("out of memory");
+        return 1;
+    }
+    unsigned per_worker = cfg->limits.max_connections / n;
+    unsigned started = 0;
+    int status = 0;
+    for (unsigned i = 0; i < n; i++) {
+        workers[i] = worker_new(i, cfg, log_fd, per_worker ? per_worker : 1);
+        if (!workers[i]) {
+            status = 1;
+            break;
+        }
+    }
+    for (unsigned i = 0; status == 0 && i < n; i++) {
+        int rc = worker_start(workers[i]);
+        if (rc < 0) {
+            log_error("cannot start worker %u: %s", i, strerror(-rc));
+            status = 1;
+            break;
+        }
+        started++;
+    }
+
+    if (status == 0) {
+        for (size_t i = 0; i < cfg->num_listeners; i++)
+            log_error("listening on %s (load balancer %s), %u worker threads",
+                      cfg->listeners[i].address,
+                      cfg->load_balancers[cfg->listeners[i].load_balancer].name, n);
+        for (;;) {
+            int sig = 0;
+            if (sigwait(signals, &sig) != 0)
+                continue;
+            if (sig == SIGHUP) {
+                log_error("SIGHUP: configuration reload is not supported by this build yet; "
+                          "running configuration kept");
+                continue;
+            }
+            log_error("%s: stopping, finishing requests in flight (up to %gs)",
+                      sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->timeouts.grace);
+            break;
+        }
+    }
+
+    for (unsigned i = 0; i < started; i++)
+        worker_stop(workers[i]);
+    for (unsigned i = 0; i < n; i++) {
+        if (!workers[i])
+            continue;
+        if (i < started)
+            worker_join_and_free(workers[i]);
+        else
+            worker_free(workers[i]);
+    }
+    free(workers);
+    if (log_fd > STDERR_FILENO)
+        close(log_fd);
+    return status;
+}
+
+static int check_config(const char *path)
+{
+    struct config_errors errs = {0};
+    struct config *cfg = config_load_file(path, &errs);
+    if (!cfg) {
+        print_config_errors(&errs);
+        config_errors_fini(&errs);
+        return 1;
+    }
+    printf("%s: ok\n", path);
+    config_free(cfg);
+    return 0;
+}
+
+static int run_config_file(const char *path, const sigset_t *signals)
+{
+    struct config_errors errs = {0};
+    struct config *cfg = config_load_file(path, &errs);
+    if (!cfg) {
+        print_config_errors(&errs);
+        config_errors_fini(&errs);
+        return 1;
+    }
+    int status = run_balancer(cfg, signals);
+    config_free(cfg);
+    return status;
+}
+
+/* The demo: N demo origins on 127.0.0.1:9001.. and a balancer in front. */
+static int run_demo(const char *listen, unsigned num_origins, const sigset_t *signals)
+{
+    char json[4096];
+    size_t n = (size_t)snprintf(json, sizeof(json),
+                                "{\"listen\": [{\"address\": \"%s\", \"load_balancer\": \"demo\"}],"
+                                " \"log\": {\"access\": \"stdout\"},"
+                                " \"pools\": [{\"name\": \"demo\", \"origins\": [",
+                                listen);
+    for (unsigned i = 0; i < num_origins; i++)
+        n += (size_t)snprintf(json + n, sizeof(json) - n,
+                              "%s{\"name\": \"origin%u\", \"address\": \"127.0.0.1:%u\"}",
+                              i ? ", " : "", i + 1, 9001 + i);
+    snprintf(json + n, sizeof(json) - n,
+             "]}], \"load_balancers\": [{\"name\": \"demo\", \"default_pools\": [\"demo\"]}]}");
+
+    struct config_errors errs = {0};
+    struct config *cfg = config_load_string(json, "--demo", &errs);
+    if (!cfg) {
+        print_config_errors(&errs);
+        config_errors_fini(&errs);
+        return 1;
+    }
+
+    struct demo_origin *origins[DEMO_MAX_ORIGINS] = {0};
+    int status = 0;
+    for (unsigned i = 0; i < num_origins && status == 0; i++) {
+        if (demo_origin_start(cfg->pools[0].origins[i].address, cfg->pools[0].origins[i].name,
+                              &origins[i]) < 0)
+            status = 1;
+    }
+    if (status == 0) {
+        log_error("demo: open http://%s/ — %u demo origins on 127.0.0.1:9001-%u; "
+                  "Ctrl-C stops", listen, num_origins, 9000 + num_origins);
+        status = run_balancer(cfg, signals);
+    }
+    for (unsigned i = 0; i < num_origins; i++)
+        if (origins[i])
+            demo_origin_stop(origins[i]);
+    config_free(cfg);
+    return status;
+}
+
+int main(int argc, char **argv)
+{
+    const char *config_path = NULL;
+    const char *demo_listen = "127.0.0.1:8080";
+    unsigned demo_origins = 3;
+    bool test_only = false, demo = false;
+
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        bool has_value = i + 1 < argc;
+        if (strcmp(arg, "-c") == 0 && has_value) {
+            config_path = argv[++i];
+        } else if (strcmp(arg, "-t") == 0) {
+            test_only = true;
+        } else if (strcmp(arg, "--demo") == 0) {
+            demo = true;
+        } else if (strcmp(arg, "--listen") == 0 && has_value) {
+            demo_listen = argv[++i];
+        } else if (strcmp(arg, "--origins") == 0 && has_value) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || v < 1 || v > DEMO_MAX_ORIGINS) {
+                fprintf(stderr, "limpet: --origins: expected 1..%d, got \"%s\"\n",
+                        DEMO_MAX_ORIGINS, argv[i]);
+                return 2;
+            }
+            demo_origins = (unsigned)v;
+        } else if (strcmp(arg, "--demo-origin") == 0 && i + 2 < argc) {
+            signal(SIGPIPE, SIG_IGN);
+            return demo_origin_run(argv[i + 1], argv[i + 2]);
+        } else if (strcmp(arg, "--version") == 0) {
+            printf("limpet %s\n", LIMPET_VERSION);
+            return 0;
+        } else if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "limpet: unknown or incomplete argument \"%s\"\n", arg);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (demo == (config_path != NULL) || (test_only && !config_path)) {
+        usage(stderr);
+        return 2;
+    }
+    if (test_only)
+        return check_config(config_path);
+
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &signals, NULL);
+
+    if (demo)
+        return run_demo(demo_listen, demo_origins, &signals);
+    return run_config_file(config_path, &signals);
+}

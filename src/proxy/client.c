@@ -1,0 +1,952 @@
+/*
+ * client — a client connection and the exchange of one request/response.
+ *
+ * States: CS_READ_HEAD (waiting for a request head; the buffer is released
+ * while nothing is pending), CS_EXCHANGE (request forwarded, response
+ * relayed), CS_SEND_ERROR (a response limpet made itself, then close) and
+ * CS_LINGER (write side shut, input drained briefly so the client reads the
+ * last response instead of a reset).
+ *
+ * client_drive() runs the current state's step until nothing can progress:
+ * every socket is edge-triggered and its readiness is kept in flags, so a
+ * step reads only when there is room and writes only when there is data.
+ * Pipelined requests wait in the input buffer and are parsed only after the
+ * previous response has been sent, so they are answered in order.
+ *
+ * One timer per connection; its deadline is recomputed from the state after
+ * each drive: request_header while a head is incomplete, keepalive between
+ * requests, connect while an origin connection is opening, server while
+ * waiting on the origin, client while waiting on the client.
+ */
+#include "proxy/proxy.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/addr.h"
+#include "core/log.h"
+#include "core/worker.h"
+
+#define LINGER_MS 2000u
+#define RETRY_AFTER_SECONDS 5
+
+enum step { STEP_BLOCKED, STEP_PROGRESS, STEP_CLOSED };
+
+static uint64_t seconds_ms(double s) { return (uint64_t)(s * 1000.0); }
+
+/* ---- lifetime ---- */
+
+static void client_io_cb(struct loop *loop, struct io_watch *io, uint32_t events);
+static void client_timer_cb(struct loop *loop, struct timer *t);
+static void client_drive(struct client *c);
+
+static void detach_origin(struct client *c, bool reusable)
+{
+    struct exchange *ex = &c->ex;
+    struct origin_conn *oc = ex->oc;
+    if (!oc)
+        return;
+    struct worker *w = c->worker;
+    struct steer_slot *slot = &w->pools[oc->pool].slots[oc->origin];
+    if (slot->active > 0)
+        slot->active--;
+    ex->oc = NULL;
+    origin_conn_release(oc, reusable);
+}
+
+void client_close(struct client *c)
+{
+    struct worker *w = c->worker;
+    detach_origin(c, false);
+    timer_cancel(&w->loop, &c->timer);
+    loop_unwatch(&w->loop, &c->io);
+    close(c->io.fd);
+    buf_put(&w->bufs, c->in);
+    c->in = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        w->clients = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = NULL;
+    c->next = w->free_clients;
+    w->free_clients = c;
+    worker_client_closed(w);
+}
+
+void client_accept(struct listener *l, int fd, const struct sockaddr *peer)
+{
+    struct worker *w = l->worker;
+    struct client *c = w->free_clients;
+    if (c) {
+        w->free_clients = c->next;
+    } else {
+        c = malloc(sizeof(*c));
+        if (!c) {
+            close(fd);
+            return;
+        }
+    }
+    memset(c, 0, offsetof(struct client, ex));
+    memset(&c->ex, 0, offsetof(struct exchange, req_iov));
+    c->worker = w;
+    c->listener = l;
+    c->state = CS_READ_HEAD;
+    c->last_io_ms = c->head_start_ms = w->loop.now_ms;
+    sockaddr_ip_string(peer, c->ip, sizeof(c->ip));
+    c->ip_len = (uint8_t)strlen(c->ip);
+    timer_init(&c->timer, client_timer_cb);
+    if (loop_watch(&w->loop, &c->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                   client_io_cb) < 0) {
+        close(fd);
+        c->next = w->free_clients;
+        w->free_clients = c;
+        return;
+    }
+    c->next = w->clients;
+    if (w->clients)
+        w->clients->prev = c;
+    w->clients = c;
+    w->num_clients++;
+    timer_arm(&w->loop, &c->timer, seconds_ms(w->cfg->timeouts.request_header));
+}
+
+void client_stop_idle(struct worker *w)
+{
+    struct client *c = w->clients;
+    while (c) {
+        struct client *next = c->next;
+        if (c->state == CS_READ_HEAD && (!c->in || buf_len(c->in) == 0))
+            client_close(c);
+        else if (c->state == CS_EXCHANGE)
+            c->ex.client_keep_alive = false;
+        c = next;
+    }
+}
+
+/* ---- access log ---- */
+
+static void log_exchange(struct client *c, int status)
+{
+    struct worker *w = c->worker;
+    struct exchange *ex = &c->ex;
+    const struct config *cfg = w->cfg;
+    const struct cfg_pool *pool = ex->pool >= 0 ? &cfg->pools[ex->pool] : NULL;
+    struct access_entry e = {
+        .time_us = ex->start_us ? ex->start_us : clock_wall_us(),
+        .client = c->ip,
+        .method = ex->method, .method_len = ex->method_len,
+        .path = ex->path, .path_len = ex->path_len,
+        .status = status,
+        .bytes = ex->bytes_out,
+        .duration_ms = ex->start_us ? (double)(clock_wall_us() - ex->start_us) / 1000.0 : 0.0,
+        .load_balancer = cfg->load_balancers[c->listener->cfg->load_balancer].name,
+        .pool = pool ? pool->name : NULL,
+        .origin = pool && ex->origin >= 0 ? pool->origins[ex->origin].name : NULL,
+        .affinity = ex->affinity,
+    };
+    worker_log_written(w, access_log_append(w->access_log, &e));
+}
+
+/* ---- responses limpet makes itself ---- */
+
+static const char *status_reason(int status)
+{
+    switch (status) {
+    case 400: return "Bad Request";
+    case 408: return "Request Timeout";
+    case 414: return "URI Too Long";
+    case 431: return "Request Header Fields Too Large";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
+    default: return "Error";
+    }
+}
+
+/* Ends the exchange (if any) with a response of limpet's own, then closes. */
+static void send_error(struct client *c, int status)
+{
+    struct exchange *ex = &c->ex;
+    detach_origin(c, false);
+    const char *reason = status_reason(status);
+    char retry[40] = "";
+    if (status == 503)
+        snprintf(retry, sizeof(retry), "Retry-After: %d\r\n", RETRY_AFTER_SECONDS);
+    int body_len = (int)strlen(reason) + 5;
+    int n = snprintf(ex->req_extra, sizeof(ex->req_extra),
+                     "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n"
+                     "%sConnection: close\r\n\r\n%d %s\n",
+                     status, reason, body_len, retry, status, reason);
+    ex->bytes_out = (uint64_t)n;
+    if (c->state == CS_READ_HEAD && ex->method_len == 0) {
+        ex->path_len = 0;
+        ex->start_us = 0;
+        ex->start_ms = 0;
+    }
+    log_exchange(c, status);
+    c->err_data = ex->req_extra;
+    c->err_left = (size_t)n;
+    c->state = CS_SEND_ERROR;
+    c->close_deadline_ms = c->worker->loop.now_ms + seconds_ms(c->worker->cfg->timeouts.client);
+}
+
+static void start_linger(struct client *c)
+{
+    shutdown(c->io.fd, SHUT_WR);
+    c->state = CS_LINGER;
+    c->close_deadline_ms = c->worker->loop.now_ms + LINGER_MS;
+}
+
+static enum step step_send_error(struct client *c)
+{
+    while (c->err_left > 0) {
+        if (!c->writable)
+            return STEP_BLOCKED;
+        ssize_t n = send(c->io.fd, c->err_data, c->err_left, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                c->writable = false;
+                return STEP_BLOCKED;
+            }
+            client_close(c);
+            return STEP_CLOSED;
+        }
+        c->err_data += n;
+        c->err_left -= (size_t)n;
+    }
+    start_linger(c);
+    return STEP_PROGRESS;
+}
+
+static enum step step_linger(struct client *c)
+{
+    char sink[4096];
+    while (c->readable) {
+        ssize_t n = recv(c->io.fd, sink, sizeof(sink), 0);
+        if (n > 0)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            c->readable = false;
+            return STEP_BLOCKED;
+        }
+        break; /* EOF or error: the client has everything */
+    }
+    if (c->readable || c->peer_closed) {
+        client_close(c);
+        return STEP_CLOSED;
+    }
+    return STEP_BLOCKED;
+}
+
+/* ---- request head ---- */
+
+static void copy_for_log(struct exchange *ex, const struct h1_request *req)
+{
+    ex->method_len = (uint8_t)(req->method_len < sizeof(ex->method) ? req->method_len
+                                                                     : sizeof(ex->method));
+    memcpy(ex->method, req->method, ex->method_len);
+    ex->path_len = (uint16_t)(req->target_len < LOG_PATH_MAX ? req->target_len : LOG_PATH_MAX);
+    memcpy(ex->path, req->target, ex->path_len);
+}
+
+/* Parses the head at req_start again and rebuilds the outgoing head (used
+ * to start an exchange and to replay it on another connection). */
+static int build_request_head(struct client *c, struct h1_semantics *sem)
+{
+    struct worker *w = c->worker;
+    struct exchange *ex = &c->ex;
+    const char *head = c->in->data + ex->req_start;
+    int r = h1_parse_request(head, c->in->end - ex->req_start, w->cfg->limits.max_header_bytes,
+                             &w->req);
+    if (r <= 0)
+        return r == H1_INVALID ? w->req.error.status : 400;
+    if (h1_request_semantics(&w->req, sem) < 0)
+        return sem->error.status ? sem->error.status : 400;
+    forward_request_head(ex, head, (size_t)r, &w->req, sem, c->ip, c->ip_len);
+    return 0;
+}
+
+static enum step start_exchange(struct client *c, size_t head_len)
+{
+    struct worker *w = c->worker;
+    struct exchange *ex = &c->ex;
+    memset(ex, 0, offsetof(struct exchange, req_iov));
+    ex->pool = ex->origin = -1;
+    ex->start_us = clock_wall_us();
+    ex->start_ms = w->loop.now_ms;
+    ex->req_start = c->in->start;
+    ex->head_len = (uint32_t)head_len;
+    copy_for_log(ex, &w->req);
+
+    struct h1_semantics *sem = &w->sem;
+    int status = build_request_head(c, sem);
+    if (status) {
+        send_error(c, status);
+        return STEP_PROGRESS;
+    }
+    ex->replayable = true;
+    ex->req_body = sem->body;
+    ex->content_length = ex->req_left = sem->body == H1_BODY_LENGTH ? sem->content_length : 0;
+    h1_chunked_init(&ex->req_chunk);
+    ex->is_head = h1_token_eq(ex->method, ex->method_len, "HEAD");
+    ex->client_keep_alive = sem->keep_alive && !w->stopping;
+    ex->minor_version = w->req.minor_version;
+    c->in->start = ex->req_start + ex->head_len;
+    ex->req_scan = c->in->start;
+    c->state = CS_EXCHANGE;
+    return STEP_PROGRESS;
+}
+
+static enum step step_read_head(struct client *c)
+{
+    struct worker *w = c->worker;
+    for (;;) {
+        if (c->in && buf_len(c->in) > 0) {
+            int r = h1_parse_request(c->in->data + c->in->start, buf_len(c->in),
+                                     w->cfg->limits.max_header_bytes, &w->req);
+            if (r > 0)
+                return start_exchange(c, (size_t)r);
+            if (r == H1_INVALID) {
+                memset(&c->ex, 0, offsetof(struct exchange, req_iov));
+                send_error(c, w->req.error.status ? w->req.error.status : 400);
+                return STEP_PROGRESS;
+            }
+        } else if (w->stopping || c->peer_closed) {
+            client_close(c);
+            return STEP_CLOSED;
+        }
+        if (!c->readable) {
+            if (c->in && buf_len(c->in) == 0) {
+                buf_put(&w->bufs, c->in);
+                c->in = NULL;
+            }
+            return STEP_BLOCKED;
+        }
+        if (!c->in) {
+            c->in = buf_get(&w->bufs);
+            if (!c->in) {
+                client_close(c);
+                return STEP_CLOSED;
+            }
+        }
+        if (c->in->start > 0)
+            buf_compact(c->in);
+        bool was_empty = buf_len(c->in) == 0;
+        ssize_t n = recv(c->io.fd, c->in->data + c->in->end, buf_space(c->in), 0);
+        if (n > 0) {
+            if (was_empty)
+                c->head_start_ms = w->loop.now_ms;
+            c->in->end += (uint32_t)n;
+            c->last_io_ms = w->loop.now_ms;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            c->readable = false;
+            continue;
+        }
+        client_close(c); /* EOF or error between requests (a partial head is dropped) */
+        return STEP_CLOSED;
+    }
+}
+
+/* ---- origin side: connecting, failures, replay ---- */
+
+static bool method_idempotent(const struct exchange *ex)
+{
+    static const char *const idempotent[] = {"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"};
+    for (size_t i = 0; i < sizeof(idempotent) / sizeof(idempotent[0]); i++)
+        if (ex->method_len == strlen(idempotent[i]) &&
+            memcmp(ex->method, idempotent[i], ex->method_len) == 0)
+            return true;
+    return false;
+}
+
+static enum step connect_origin(struct client *c)
+{
+    struct worker *w = c->worker;
+    struct exchange *ex = &c->ex;
+    for (;;) {
+        bool same_origin = ex->fresh_conn_only && ex->pool >= 0;
+        if (!same_origin && route_choose(c) < 0) {
+            send_error(c, 503);
+            return STEP_PROGRESS;
+        }
+        int err = 0;
+        struct origin_conn *oc = origin_conn_acquire(w, (size_t)ex->pool, (size_t)ex->origin,
+                                                     ex->fresh_conn_only, &err);
+        ex->fresh_conn_only = false;
+        if (oc) {
+            oc->client = c;
+            ex->oc = oc;
+            ex->connect_start_ms = ex->origin_io_ms = w->loop.now_ms;
+            ex->req_sent_on_conn = 0;
+            w->pools[ex->pool].slots[ex->origin].active++;
+            return STEP_PROGRESS;
+        }
+        route_origin_failed(w, (size_t)ex->pool, (size_t)ex->origin);
+        ex->connect_failed_any = true;
+    }
+}
+
+/* The connection could not be opened (refused, unreachable, timed out):
+ * nothing was sent, so any other origin may take the request. */
+static enum step connect_failed(struct client *c)
+{
+    struct exchange *ex = &c->ex;
+    route_origin_failed(c->worker, (size_t)ex->pool, (size_t)ex->origin);
+    ex->connect_failed_any = true;
+    detach_origin(c, false);
+    return connect_origin(c);
+}
+
+/* Puts the request back as it was before anything was sent. */
+static bool rewind_request(struct client *c)
+{
+    struct exchange *ex = &c->ex;
+    c->in->start = ex->req_start + ex->head_len;
+    ex->req_scan = c->in->start;
+    ex->req_left = ex->content_length;
+    h1_chunked_init(&ex->req_chunk);
+    ex->req_chunk_done = ex->req_head_sent = ex->req_done = false;
+    return build_request_head(c, &c->worker->sem) == 0;
+}
+
+/* The origin connection failed or closed before the response was complete. */
+static enum step origin_failed(struct client *c)
+{
+    struct exchange *ex = &c->ex;
+    bool reused = ex->oc && ex->oc->reused;
+    size_t consumed = c->in ? c->in->start - ex->req_start : 0;
+    bool may_replay = !ex->resp_any_byte && ex->replayable && ex->num_tried < MAX_ATTEMPTS &&
+                      (ex->req_sent_on_conn == 0 ||
+                       (method_idempotent(ex) &&
+                        consumed <= c->worker->cfg->limits.retry_buffer_bytes));
+    if (may_replay && rewind_request(c)) {
+        if (!reused)
+            route_origin_failed(c->worker, (size_t)ex->pool, (size_t)ex->origin);
+        detach_origin(c, false);
+        ex->fresh_conn_only = reused; /* a stale keep-alive connection: same origin, new conn */
+        return connect_origin(c);
+    }
+    if (!ex->resp_head_sent) {
+        send_error(c, 502);
+        return STEP_PROGRESS;
+    }
+    log_exchange(c, ex->status); /* cut off mid-response: the client sees the abort */
+    client_close(c);
+    return STEP_CLOSED;
+}
+
+/* ---- request forwarding ---- */
+
+/* Body bytes in the input buffer that are ready to send; -1 on bad chunking. */
+static long request_body_ready(struct client *c)
+{
+    struct exchange *ex = &c->ex;
+    struct buf *in = c->in;
+    switch (ex->req_body) {
+    case H1_BODY_LENGTH: {
+        uint64_t avail = buf_len(in);
+        return (long)(avail < ex->req_left ? avail : ex->req_left);
+    }
+    case H1_BODY_CHUNKED:
+        if (!ex->req_chunk_done && ex->req_scan < in->end) {
+            bool done = false;
+            long r = h1_chunked_scan(&ex->req_chunk, in->data + ex->req_scan,
+                                     in->end - ex->req_scan, &done);
+            if (r < 0)
+                return -1;
+            ex->req_scan += (uint32_t)r;
+            ex->req_chunk_done = done;
+        }
+        return (long)(ex->req_scan - in->start);
+    default:
+        return 0;
+    }
+}
+
+static bool request_body_complete(const struct client *c)
+{
+    const struct exchange *ex = &c->ex;
+    switch (ex->req_body) {
+    case H1_BODY_LENGTH:
+        return ex->req_left == 0;
+    case H1_BODY_CHUNKED:
+        return ex->req_chunk_done && c->in->start == ex->req_scan;
+    default:
+        return true;
+    }
+}
+
+static void consume_request_body(struct client *c, size_t n)
+{
+    c->in->start += (uint32_t)n;
+    if (c->ex.req_body == H1_BODY_LENGTH)
+        c->ex.req_left -= n;
+}
+
+static unsigned remaining_iov(const struct iovec *iov, unsigned from, unsigned to, size_t *bytes)
+{
+    size_t total = 0;
+    for (unsigned i = from; i < to; i++)
+        total += iov[i].iov_len;
+    *bytes = total;
+    return to - from;
+}
+
+static enum step send_request(struct client *c)
+{
+    struct worker *w = c->worker;
+    struct exchange *ex = &c->ex;
+    struct origin_conn *oc = ex->oc;
+    enum step result = STEP_BLOCKED;
+
+    while (!ex->req_done) {
+        long ready = request_body_ready(c);
+        if (ready < 0) {
+            if (!ex->resp_head_sent) {
+                send_error(c, 400);
+                return STEP_PROGRESS;
+            }
+            client_close(c);
+            return STEP_CLOSED;
+        }
+        if (!ex->req_head_sent || ready > 0) {
+            if (!oc->writable)
+                break;
+            struct iovec iov[HEAD_IOV_MAX + 1];
+            size_t head_bytes = 0;
+            unsigned n_iov = 0;
+            if (!ex->req_head_sent) {
+                n_iov = remaining_iov(ex->req_iov, ex->req_iov_i, ex->req_iov_n, &head_bytes);
+                memcpy(iov, ex->req_iov + ex->req_iov_i, n_iov * sizeof(*iov));
+            }
+            if (ready > 0) {
+                iov[n_iov].iov_base = c->in->data + c->in->start;
+                iov[n_iov].iov_len = (size_t)ready;
+                n_iov++;
+            }
+            ssize_t n = writev(oc->io.fd, iov, (int)n_iov);
+            if (n < 0) {
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    oc->writable = false;
+                    break;
+                }
+                return origin_failed(c);
+            }
+            ex->req_sent_on_conn += (uint64_t)n;
+            ex->origin_io_ms = w->loop.now_ms;
+            result = STEP_PROGRESS;
+            size_t written = (size_t)n;
+            if (!ex->req_head_sent) {
+                size_t part = written < head_bytes ? written : head_bytes;
+                ex->req_head_sent = iov_advance(ex->req_iov, ex->req_iov_n, &ex->req_iov_i, part);
+                written -= part;
+            }
+            consume_request_body(c, written);
+            continue;
+        }
+        if (request_body_complete(c)) {
+            ex->req_done = true;
+            break;
+        }
+        /* Need more body bytes from the client. */
+        if (!c->readable)
+            break;
+        if (buf_space(c->in) == 0) {
+            size_t moved = buf_compact(c->in);
+            ex->req_scan -= (uint32_t)moved;
+            ex->replayable = false;
+        }
+        ssize_t n = recv(c->io.fd, c->in->data + c->in->end, buf_space(c->in), 0);
+        if (n > 0) {
+            c->in->end += (uint32_t)n;
+            c->last_io_ms = w->loop.now_ms;
+            result = STEP_PROGRESS;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            c->readable = false;
+            break;
+        }
+        log_exchange(c, 0); /* the client left in the middle of its request body */
+        client_close(c);
+        return STEP_CLOSED;
+    }
+    return result;
+}
+
+/* ---- response relaying ---- */
+
+static long response_body_ready(struct exchange *ex, struct buf *in)
+{
+    switch (ex->resp_body) {
+    case H1_BODY_LENGTH: {
+        uint64_t avail = buf_len(in);
+        return (long)(avail < ex->resp_left ? avail : ex->resp_left);
+    }
+    case H1_BODY_CHUNKED:
+        if (!ex->resp_chunk_done && ex->resp_scan < in->end) {
+            bool done = false;
+            long r = h1_chunked_scan(&ex->resp_chunk, in->data + ex->resp_scan,
+                                     in->end - ex->resp_scan, &done);
+            if (r < 0)
+                return -1;
+            ex->resp_scan += (uint32_t)r;
+            ex->resp_chunk_done = done;
+        }
+        return (long)(ex->resp_scan - in->start);
+    case H1_BODY_UNTIL_CLOSE:
+        return (long)buf_len(in);
+    default:
+        return 0;
+    }
+}
+
+static bool response_body_complete(const struct exchange *ex, const struct buf *in)
+{
+    switch (ex->resp_body) {
+    case H1_BODY_LENGTH:
+        return ex->resp_left == 0;
+    case H1_BODY_CHUNKED:
+        return ex->resp_chunk_done && in->start == ex->resp_scan;
+    case H1_BODY_UNTIL_CLOSE:
+        return ex->origin_eof && buf_len(in) == 0;
+    default:
+        return true;
+    }
+}
+
+/* Parses a response head waiting in oc->in. Returns STEP_BLOCKED when more
+ * bytes are needed, STEP_PROGRESS when parsed (or a 502 was started). */
+static enum step parse_response_head(struct client *c)
+{
+    struct worker *w = c->worker;
+    struct exchange *ex = &c->ex;
+    struct buf *in = ex->oc->in;
+    const char *head = in->data + in->start;
+    int r = h1_parse_response(head, buf_len(in), BUF_SIZE, &w->resp);
+    if (r == H1_NEED_MORE)
+        return STEP_BLOCKED;
+    struct h1_semantics *sem = &w->sem;
+    if (r < 0 || w->resp.status == 101 ||
+        h1_response_semantics(&w->resp, ex->method, ex->method_len, sem) < 0) {
+        send_error(c, 502);
+        return STEP_PROGRESS;
+    }
+    if (w->resp.status < 200) {
+        /* Interim response: passed on to HTTP/1.1 clients, dropped for 1.0. */
+        ex->interim = true;
+        ex->resp_body = H1_BODY_NONE;
+        forward_response_head(ex, head, (size_t)r, &w->resp, sem);
+        if (ex->minor_version == 0)
+            ex->resp_iov_i = ex->resp_iov_n;
+        in->start += (uint32_t)r;
+        ex->resp_head_parsed = true;
+        return STEP_PROGRESS;
+    }
+    ex->status = w->resp.status;
+    ex->resp_body = sem->body;
+    ex->resp_left = sem->body == H1_BODY_LENGTH ? sem->content_length : 0;
+    h1_chunked_init(&ex->resp_chunk);
+    ex->resp_keep_alive = sem->keep_alive && sem->body != H1_BODY_UNTIL_CLOSE;
+    ex->close_client = !ex->client_keep_alive || w->stopping || !ex->req_done ||
+                       (sem->body == H1_BODY_UNTIL_CLOSE);
+    forward_response_head(ex, head, (size_t)r, &w->resp, sem);
+    in->start += (uint32_t)r;
+    ex->resp_scan = in->start;
+    ex->resp_head_parsed = true;
+    return STEP_PROGRESS;
+}
+
+static enum step relay_response(struct client *c)
+{
+    struct worker *w = c->worker;
+    struct exchange *ex = &c->ex;
+    struct origin_conn *oc = ex->oc;
+    enum step result = STEP_BLOCKED;
+
+    while (!ex->resp_done) {
+        if (ex->resp_head_parsed) {
+            long ready = response_body_ready(ex, oc->in);
+            if (ready < 0) {
+                if (!ex->resp_head_sent) {
+                    send_error(c, 502);
+                    return STEP_PROGRESS;
+                }
+                log_exchange(c, ex->status);
+                client_close(c);
+                return STEP_CLOSED;
+            }
+            if (!ex->resp_head_sent || ready > 0) {
+                if (!c->writable)
+                    break;
+                struct iovec iov[HEAD_IOV_MAX + 1];
+                size_t head_bytes = 0;
+                unsigned n_iov = 0;
+                if (!ex->resp_head_sent) {
+                    n_iov = remaining_iov(ex->resp_iov, ex->resp_iov_i, ex->resp_iov_n,
+                                          &head_bytes);
+                    memcpy(iov, ex->resp_iov + ex->resp_iov_i, n_iov * sizeof(*iov));
+                }
+                if (ready > 0) {
+                    iov[n_iov].iov_base = oc->in->data + oc->in->start;
+                    iov[n_iov].iov_len = (size_t)ready;
+                    n_iov++;
+                }
+                ssize_t n = n_iov ? writev(c->io.fd, iov, (int)n_iov) : 0;
+                if (n < 0) {
+                    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                        c->writable = false;
+                        break;
+                    }
+                    log_exchange(c, ex->status); /* the client went away */
+                    client_close(c);
+                    return STEP_CLOSED;
+                }
+                c->last_io_ms = w->loop.now_ms;
+                ex->bytes_out += (uint64_t)n;
+                result = STEP_PROGRESS;
+                size_t written = (size_t)n;
+                if (!ex->resp_head_sent) {
+                    size_t part = written < head_bytes ? written : head_bytes;
+                    ex->resp_head_sent =
+                        iov_advance(ex->resp_iov, ex->resp_iov_n, &ex->resp_iov_i, part);
+                    written -= part;
+                }
+                oc->in->start += (uint32_t)written;
+                if (ex->resp_body == H1_BODY_LENGTH)
+                    ex->resp_left -= written;
+                if (ex->interim && ex->resp_head_sent) {
+                    ex->interim = ex->resp_head_parsed = ex->resp_head_sent = false;
+                    ex->resp_any_byte = true;
+                }
+                continue;
+            }
+            if (response_body_complete(ex, oc->in)) {
+                ex->resp_done = true;
+                break;
+            }
+        } else if (oc->in && buf_len(oc->in) > 0 && !ex->origin_eof) {
+            enum step s = parse_response_head(c);
+            if (s == STEP_PROGRESS)
+                return STEP_PROGRESS;
+        }
+
+        /* Read more from the origin. */
+        if (!oc->readable)
+            break;
+        if (!oc->in) {
+            oc->in = buf_get(&w->bufs);
+            if (!oc->in) {
+                client_close(c);
+                return STEP_CLOSED;
+            }
+        }
+        if (buf_len(oc->in) == 0) {
+            oc->in->start = oc->in->end = 0;
+            ex->resp_scan = 0;
+        }
+        if (buf_space(oc->in) == 0) {
+            if (oc->in->start == 0) {
+                if (!ex->resp_head_parsed) { /* head larger than a buffer */
+                    send_error(c, 502);
+                    return STEP_PROGRESS;
+                }
+                break; /* full: wait for the client to take some */
+            }
+            ex->resp_scan -= (uint32_t)buf_compact(oc->in);
+        }
+        ssize_t n = recv(oc->io.fd, oc->in->data + oc->in->end, buf_space(oc->in), 0);
+        if (n > 0) {
+            oc->in->end += (uint32_t)n;
+            ex->resp_any_byte = true;
+            ex->origin_io_ms = w->loop.now_ms;
+            result = STEP_PROGRESS;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            oc->readable = false;
+            break;
+        }
+        /* The origin closed (or reset) the connection. */
+        oc->readable = false;
+        if (ex->resp_head_parsed && ex->resp_body == H1_BODY_UNTIL_CLOSE && n == 0) {
+            ex->origin_eof = true;
+            ex->resp_keep_alive = false;
+            result = STEP_PROGRESS;
+            continue;
+        }
+        return origin_failed(c);
+    }
+    return result;
+}
+
+/* ---- the exchange ---- */
+
+static enum step finish_exchange(struct client *c)
+{
+    struct worker *w = c->worker;
+    struct exchange *ex = &c->ex;
+    log_exchange(c, ex->status);
+    detach_origin(c, ex->resp_keep_alive && ex->req_done && !ex->origin_eof);
+    route_origin_succeeded(w, (size_t)ex->pool, (size_t)ex->origin);
+    c->requests++;
+    if (ex->close_client || !ex->req_done || w->stopping) {
+        start_linger(c);
+        return STEP_PROGRESS;
+    }
+    c->state = CS_READ_HEAD;
+    c->head_start_ms = w->loop.now_ms;
+    memset(ex, 0, offsetof(struct exchange, req_iov));
+    return STEP_PROGRESS;
+}
+
+static enum step step_exchange(struct client *c)
+{
+    struct exchange *ex = &c->ex;
+    if (!ex->oc) {
+        enum step s = connect_origin(c);
+        if (s != STEP_PROGRESS || c->state != CS_EXCHANGE)
+            return s;
+    }
+    struct origin_conn *oc = ex->oc;
+    if (oc->state == OC_CONNECTING) {
+        if (!oc->writable)
+            return STEP_BLOCKED;
+        if (origin_conn_connect_result(oc) < 0)
+            return connect_failed(c);
+    }
+    enum step sent = send_request(c);
+    if (sent == STEP_CLOSED || c->state != CS_EXCHANGE || ex->oc != oc)
+        return sent == STEP_CLOSED ? STEP_CLOSED : STEP_PROGRESS;
+    enum step relayed = relay_response(c);
+    if (relayed == STEP_CLOSED || c->state != CS_EXCHANGE || ex->oc != oc)
+        return relayed == STEP_CLOSED ? STEP_CLOSED : STEP_PROGRESS;
+    if (ex->resp_done && (ex->req_done || ex->close_client))
+        return finish_exchange(c);
+    return sent == STEP_PROGRESS || relayed == STEP_PROGRESS ? STEP_PROGRESS : STEP_BLOCKED;
+}
+
+/* ---- timers and events ---- */
+
+static uint64_t client_deadline(const struct client *c)
+{
+    const struct worker *w = c->worker;
+    const struct cfg_timeouts *t = &w->cfg->timeouts;
+    const struct exchange *ex = &c->ex;
+    switch (c->state) {
+    case CS_READ_HEAD:
+        if ((!c->in || buf_len(c->in) == 0) && c->requests > 0)
+            return c->last_io_ms + seconds_ms(t->keepalive);
+        return c->head_start_ms + seconds_ms(t->request_header);
+    case CS_EXCHANGE: {
+        if (ex->oc && ex->oc->state == OC_CONNECTING)
+            return ex->connect_start_ms + seconds_ms(t->connect);
+        uint64_t deadline = UINT64_MAX;
+        bool waiting_client = !c->writable || (!ex->req_done && ex->req_head_sent && !c->readable);
+        if (waiting_client)
+            deadline = c->last_io_ms + seconds_ms(t->client);
+        if (!ex->resp_done && c->writable) {
+            uint64_t d = ex->origin_io_ms + seconds_ms(t->server);
+            if (d < deadline)
+                deadline = d;
+        }
+        return deadline == UINT64_MAX ? c->last_io_ms + seconds_ms(t->client) : deadline;
+    }
+    case CS_SEND_ERROR:
+    case CS_LINGER:
+        return c->close_deadline_ms;
+    }
+    return c->last_io_ms;
+}
+
+static void client_update_timer(struct client *c)
+{
+    struct loop *loop = &c->worker->loop;
+    uint64_t deadline = client_deadline(c);
+    timer_arm(loop, &c->timer, deadline > loop->now_ms ? deadline - loop->now_ms : 0);
+}
+
+static void client_timer_cb(struct loop *loop, struct timer *t)
+{
+    struct client *c = (struct client *)((char *)t - offsetof(struct client, timer));
+    if (client_deadline(c) > loop->now_ms) { /* activity moved the deadline */
+        client_update_timer(c);
+        return;
+    }
+    struct exchange *ex = &c->ex;
+    switch (c->state) {
+    case CS_READ_HEAD:
+        if (c->in && buf_len(c->in) > 0) {
+            memset(ex, 0, offsetof(struct exchange, req_iov));
+            send_error(c, 408);
+            break;
+        }
+        client_close(c);
+        return;
+    case CS_EXCHANGE:
+        if (ex->oc && ex->oc->state == OC_CONNECTING) {
+            if (connect_failed(c) == STEP_CLOSED)
+                return;
+            break;
+        }
+        if (c->writable && !ex->resp_done && !ex->resp_head_sent) {
+            send_error(c, 504);
+            break;
+        }
+        log_exchange(c, ex->status);
+        client_close(c);
+        return;
+    case CS_SEND_ERROR:
+    case CS_LINGER:
+        client_close(c);
+        return;
+    }
+    client_drive(c);
+}
+
+static void client_drive(struct client *c)
+{
+    for (;;) {
+        enum step s = STEP_BLOCKED;
+        switch (c->state) {
+        case CS_READ_HEAD: s = step_read_head(c); break;
+        case CS_EXCHANGE: s = step_exchange(c); break;
+        case CS_SEND_ERROR: s = step_send_error(c); break;
+        case CS_LINGER: s = step_linger(c); break;
+        }
+        if (s == STEP_CLOSED)
+            return;
+        if (s == STEP_BLOCKED)
+            break;
+    }
+    client_update_timer(c);
+}
+
+static void client_io_cb(struct loop *loop, struct io_watch *io, uint32_t events)
+{
+    (void)loop;
+    struct client *c = (struct client *)io;
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP))
+        c->readable = true;
+    if (events & (EPOLLRDHUP | EPOLLHUP))
+        c->peer_closed = true;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        c->writable = true;
+    client_drive(c);
+}
+
+void client_origin_event(struct client *c)
+{
+    client_drive(c);
+}

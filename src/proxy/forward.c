@@ -1,0 +1,132 @@
+/*
+ * forward — builds the outgoing request and response heads as iovecs.
+ *
+ * The head limpet sends is the head it received, as spans of the input
+ * buffer, minus hop-by-hop fields (and every field Connection names), plus the
+ * few fields limpet adds, formatted into a small per-exchange buffer. Adjacent
+ * kept field lines are merged into one span, so a head that needs no change is
+ * sent as a handful of iovecs and never copied.
+ */
+#include "proxy/proxy.h"
+
+#include <stdio.h>
+#include <string.h>
+
+struct iov_builder {
+    struct iovec *iov;
+    unsigned n;
+};
+
+static void add_span(struct iov_builder *b, const char *p, size_t len)
+{
+    if (len == 0)
+        return;
+    if (b->n > 0) {
+        struct iovec *last = &b->iov[b->n - 1];
+        if ((const char *)last->iov_base + last->iov_len == p) {
+            last->iov_len += len;
+            return;
+        }
+    }
+    if (b->n < HEAD_IOV_MAX) {
+        b->iov[b->n].iov_base = (void *)p;
+        b->iov[b->n].iov_len = len;
+        b->n++;
+    }
+}
+
+static void add_literal(struct iov_builder *b, const char *s)
+{
+    add_span(b, s, strlen(s));
+}
+
+/* Start of the first field line, or of the final CRLF when there is none. */
+static const char *fields_start(const char *head, size_t head_len, const struct h1_header *h,
+                                size_t num)
+{
+    return num ? h[0].line : head + head_len - 2;
+}
+
+void forward_request_head(struct exchange *ex, const char *head, size_t head_len,
+                          const struct h1_request *req, const struct h1_semantics *sem,
+                          const char *client_ip, size_t client_ip_len)
+{
+    struct iov_builder b = {ex->req_iov, 0};
+    const struct h1_header *h = req->headers;
+    const char *line_start = req->method;
+    add_span(&b, line_start, (size_t)(fields_start(head, head_len, h, req->num_headers) - line_start));
+
+    long last_xff = -1;
+    for (size_t i = 0; i < req->num_headers; i++)
+        if (!sem->skip[i] && h1_token_eq(h[i].name, h[i].name_len, "x-forwarded-for"))
+            last_xff = (long)i;
+
+    for (size_t i = 0; i < req->num_headers; i++) {
+        if (sem->skip[i] || (long)i == last_xff ||
+            h1_token_eq(h[i].name, h[i].name_len, "x-forwarded-proto") ||
+            h1_token_eq(h[i].name, h[i].name_len, "x-forwarded-host"))
+            continue;
+        add_span(&b, h[i].line, h[i].line_len);
+    }
+
+    /* X-Forwarded-For: the client's list, with this client appended. */
+    size_t n = 0;
+    char *extra = ex->req_extra;
+    if (last_xff >= 0) {
+        const struct h1_header *x = &h[last_xff];
+        add_span(&b, x->line, (size_t)(x->value + x->value_len - x->line));
+        n += (size_t)snprintf(extra + n, EXTRA_HEAD_BYTES - n, ", %.*s\r\n", (int)client_ip_len,
+                              client_ip);
+    } else {
+        n += (size_t)snprintf(extra + n, EXTRA_HEAD_BYTES - n, "X-Forwarded-For: %.*s\r\n",
+                              (int)client_ip_len, client_ip);
+    }
+    n += (size_t)snprintf(extra + n, EXTRA_HEAD_BYTES - n, "X-Forwarded-Proto: http\r\n");
+    add_span(&b, extra, n);
+    if (sem->host) {
+        add_literal(&b, "X-Forwarded-Host: ");
+        add_span(&b, sem->host->value, sem->host->value_len);
+        add_literal(&b, "\r\n");
+    }
+    add_literal(&b, "\r\n");
+    ex->req_iov_n = b.n;
+    ex->req_iov_i = 0;
+}
+
+void forward_response_head(struct exchange *ex, const char *head, size_t head_len,
+                           const struct h1_response *resp, const struct h1_semantics *sem)
+{
+    struct iov_builder b = {ex->resp_iov, 0};
+    const struct h1_header *h = resp->headers;
+    add_span(&b, head, (size_t)(fields_start(head, head_len, h, resp->num_headers) - head));
+    for (size_t i = 0; i < resp->num_headers; i++)
+        if (!sem->skip[i])
+            add_span(&b, h[i].line, h[i].line_len);
+    if (ex->close_client)
+        add_literal(&b, "Connection: close\r\n");
+    else if (ex->minor_version == 0)
+        add_literal(&b, "Connection: keep-alive\r\n");
+    add_literal(&b, "\r\n");
+    ex->resp_iov_n = b.n;
+    ex->resp_iov_i = 0;
+}
+
+bool iov_advance(struct iovec *iov, unsigned n_iov, unsigned *index, size_t n)
+{
+    unsigned i = *index;
+    while (i < n_iov && n > 0) {
+        if (n >= iov[i].iov_len) {
+            n -= iov[i].iov_len;
+            iov[i].iov_len = 0;
+            i++;
+        } else {
+            iov[i].iov_base = (char *)iov[i].iov_base + n;
+            iov[i].iov_len -= n;
+            n = 0;
+        }
+    }
+    while (i < n_iov && iov[i].iov_len == 0)
+        i++;
+    *index = i;
+    return i >= n_iov;
+}

@@ -1,0 +1,200 @@
+/*
+ * origin_conn — connections to origins and the per-thread idle pool.
+ *
+ * A connection is taken from its origin's idle list (most recently used
+ * first, so the rest can time out) or opened non-blocking. While idle it
+ * stays registered with epoll: any input, hang-up or error means the origin
+ * closed it or misbehaves, and it is closed at once, so a reused connection
+ * is almost always alive (the client code still replays a request whose
+ * reused connection died before answering). Idle connections are closed
+ * after `timeouts.keepalive` and capped per origin.
+ */
+#include "proxy/proxy.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/worker.h"
+
+static void oc_free(struct origin_conn *oc)
+{
+    struct worker *w = oc->worker;
+    timer_cancel(&w->loop, &oc->idle_timer);
+    if (oc->io.fd >= 0) {
+        loop_unwatch(&w->loop, &oc->io);
+        close(oc->io.fd);
+        oc->io.fd = -1;
+    }
+    buf_put(&w->bufs, oc->in);
+    oc->in = NULL;
+    oc->client = NULL;
+    oc->next = w->free_origin_conns;
+    w->free_origin_conns = oc;
+}
+
+static void idle_unlink(struct origin_conn *oc)
+{
+    struct origin_rt *rt = &oc->worker->pools[oc->pool].origins[oc->origin];
+    for (struct origin_conn **pp = &rt->idle; *pp; pp = &(*pp)->next) {
+        if (*pp == oc) {
+            *pp = oc->next;
+            rt->num_idle--;
+            break;
+        }
+    }
+    oc->next = NULL;
+}
+
+static void oc_event_cb(struct loop *loop, struct io_watch *io, uint32_t events)
+{
+    (void)loop;
+    struct origin_conn *oc = (struct origin_conn *)io;
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP))
+        oc->readable = true;
+    if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
+        oc->writable = true;
+    if (oc->state == OC_IDLE) {
+        if (oc->readable) { /* closed by the origin, or unsolicited bytes */
+            idle_unlink(oc);
+            oc_free(oc);
+        }
+        return;
+    }
+    if (oc->client)
+        client_origin_event(oc->client);
+}
+
+static void oc_idle_timeout_cb(struct loop *loop, struct timer *t)
+{
+    (void)loop;
+    struct origin_conn *oc = (struct origin_conn *)((char *)t - offsetof(struct origin_conn, idle_timer));
+    idle_unlink(oc);
+    oc_free(oc);
+}
+
+static struct origin_conn *oc_alloc(struct worker *w)
+{
+    struct origin_conn *oc = w->free_origin_conns;
+    if (oc) {
+        w->free_origin_conns = oc->next;
+    } else {
+        oc = malloc(sizeof(*oc));
+        if (!oc)
+            return NULL;
+    }
+    *oc = (struct origin_conn){.worker = w};
+    oc->io.fd = -1;
+    timer_init(&oc->idle_timer, oc_idle_timeout_cb);
+    return oc;
+}
+
+struct origin_conn *origin_conn_acquire(struct worker *w, size_t pool, size_t origin,
+                                        bool fresh_only, int *err)
+{
+    struct origin_rt *rt = &w->pools[pool].origins[origin];
+    struct origin_conn *oc = fresh_only ? NULL : rt->idle;
+    if (oc) {
+        rt->idle = oc->next;
+        rt->num_idle--;
+        oc->next = NULL;
+        timer_cancel(&w->loop, &oc->idle_timer);
+        oc->state = OC_ACTIVE;
+        oc->reused = true;
+        return oc;
+    }
+
+    const struct addr *a = &w->cfg->pools[pool].origins[origin].addr;
+    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+    if (fd < 0) {
+        *err = -errno;
+        return NULL;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    int rc = connect(fd, (const struct sockaddr *)&a->ss, a->len);
+    if (rc < 0 && errno != EINPROGRESS) {
+        *err = -errno;
+        close(fd);
+        return NULL;
+    }
+    oc = oc_alloc(w);
+    if (!oc) {
+        close(fd);
+        *err = -ENOMEM;
+        return NULL;
+    }
+    oc->pool = pool;
+    oc->origin = origin;
+    oc->state = rc == 0 ? OC_ACTIVE : OC_CONNECTING;
+    oc->writable = rc == 0;
+    rc = loop_watch(&w->loop, &oc->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, oc_event_cb);
+    if (rc < 0) {
+        close(fd);
+        oc->io.fd = -1;
+        oc_free(oc);
+        *err = rc;
+        return NULL;
+    }
+    return oc;
+}
+
+int origin_conn_connect_result(struct origin_conn *oc)
+{
+    int soerr = 0;
+    socklen_t len = sizeof(soerr);
+    if (getsockopt(oc->io.fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+        return -errno;
+    if (soerr)
+        return -soerr;
+    oc->state = OC_ACTIVE;
+    return 0;
+}
+
+void origin_conn_release(struct origin_conn *oc, bool reusable)
+{
+    struct worker *w = oc->worker;
+    struct origin_rt *rt = &w->pools[oc->pool].origins[oc->origin];
+    oc->client = NULL;
+    if (!reusable || w->stopping || rt->num_idle >= w->max_idle_per_origin ||
+        (oc->in && buf_len(oc->in) > 0)) {
+        oc_free(oc);
+        return;
+    }
+    if (oc->readable) {
+        /* Input pending after a complete response: only EAGAIN means clean. */
+        char probe;
+        ssize_t n = recv(oc->io.fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+            oc_free(oc);
+            return;
+        }
+        oc->readable = false;
+    }
+    buf_put(&w->bufs, oc->in);
+    oc->in = NULL;
+    oc->state = OC_IDLE;
+    oc->next = rt->idle;
+    rt->idle = oc;
+    rt->num_idle++;
+    timer_arm(&w->loop, &oc->idle_timer, (uint64_t)(w->cfg->timeouts.keepalive * 1000.0));
+}
+
+void origin_conn_close_all_idle(struct worker *w)
+{
+    for (size_t p = 0; p < w->cfg->num_pools; p++) {
+        for (size_t o = 0; o < w->cfg->pools[p].num_origins; o++) {
+            struct origin_rt *rt = &w->pools[p].origins[o];
+            while (rt->idle) {
+                struct origin_conn *oc = rt->idle;
+                rt->idle = oc->next;
+                rt->num_idle--;
+                oc_free(oc);
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+/*
+ * proxy — client connections, request/response exchanges, origin connections.
+ *
+ * Data flows one way: a client connection reads a request head into its
+ * input buffer, the router picks an origin, the outgoing head is sent as an
+ * iovec of spans of that buffer plus the few strings limpet inserts, the body
+ * follows straight from the buffer, and the response comes back through the
+ * origin connection's buffer the same way. Every socket is registered once,
+ * edge-triggered, for input and output; readiness is remembered in flags and
+ * client_drive() makes all the progress it can, so back-pressure is simply
+ * "do not read when there is nowhere to put the bytes".
+ *
+ * All of it is owned by one worker thread; nothing here is shared.
+ */
+#ifndef LIMPET_PROXY_PROXY_H
+#define LIMPET_PROXY_PROXY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "core/loop.h"
+#include "http/h1.h"
+
+struct worker;
+struct listener;
+struct buf;
+
+#define HEAD_IOV_MAX (H1_MAX_HEADERS + 12)
+#define EXTRA_HEAD_BYTES 512
+#define LOG_PATH_MAX 1024
+#define MAX_ATTEMPTS 8
+
+enum oc_state {
+    OC_CONNECTING,      /* connect() in progress */
+    OC_ACTIVE,          /* serving an exchange */
+    OC_IDLE,            /* in the origin's idle list */
+};
+
+/* A connection to an origin. */
+struct origin_conn {
+    struct io_watch io;
+    struct worker *worker;
+    enum oc_state state;
+    size_t pool, origin;            /* which origin (config indexes) */
+    struct client *client;          /* owner while active */
+    struct origin_conn *next;       /* idle-list or free-list link */
+    struct buf *in;                 /* response bytes from the origin */
+    struct timer idle_timer;        /* closes it after keepalive seconds idle */
+    bool readable, writable;        /* edge-triggered readiness */
+    bool reused;                    /* came from the idle list */
+};
+
+/* One request/response exchange on a client connection. */
+struct exchange {
+    /* the request, in client->in */
+    uint32_t req_start;             /* offset of the head (valid while replayable) */
+    uint32_t head_len;
+    bool replayable;                /* head and body still whole in the buffer */
+    enum h1_body req_body;
+    uint64_t req_left;              /* Content-Length bytes not yet sent */
+    struct h1_chunked req_chunk;
+    uint32_t req_scan;              /* chunked: end of the scanned part */
+    bool req_chunk_done;
+    bool req_head_sent, req_done;
+    bool is_head;                   /* HEAD request: response has no body */
+    bool client_keep_alive;
+    int minor_version;
+
+    /* routing */
+    long pool, origin;              /* chosen origin, -1 before routing */
+    struct { uint16_t pool, origin; } tried[MAX_ATTEMPTS];
+    unsigned num_tried;
+    bool connect_failed_any;        /* some origin refused or timed out */
+    bool fresh_conn_only;           /* a reused connection failed: use a new one */
+    struct origin_conn *oc;
+    uint64_t connect_start_ms;
+    uint64_t origin_io_ms;          /* last progress on the origin side */
+    const char *affinity;           /* affinity outcome for the log */
+
+    /* the response, in oc->in */
+    bool resp_head_parsed;
+    bool resp_head_sent;
+    bool resp_done;
+    bool resp_keep_alive;           /* origin connection reusable afterwards */
+    bool close_client;              /* close the client after this response */
+    int status;
+    enum h1_body resp_body;
+    uint64_t resp_left;
+    struct h1_chunked resp_chunk;
+    uint32_t resp_scan;
+    bool resp_chunk_done;
+    bool resp_any_byte;             /* something came back from the origin */
+    uint64_t bytes_out;             /* bytes sent to the client */
+
+    uint64_t start_us, start_ms;
+    uint64_t content_length;        /* request Content-Length, for a replay */
+    uint64_t req_sent_on_conn;      /* request bytes written on this origin connection */
+    uint8_t method_len;
+    uint16_t path_len;
+    unsigned req_iov_n, req_iov_i;
+    unsigned resp_iov_n, resp_iov_i;
+    bool interim;                   /* the response head being sent is a 1xx */
+    bool origin_eof;                /* the origin closed (until-close body ends) */
+
+    /* Arrays: not cleared between exchanges (everything above is). */
+    struct iovec req_iov[HEAD_IOV_MAX];
+    char req_extra[EXTRA_HEAD_BYTES];  /* inserted request fields; error responses */
+    struct iovec resp_iov[HEAD_IOV_MAX];
+    char method[16];
+    char path[LOG_PATH_MAX];
+};
+
+enum client_state {
+    CS_READ_HEAD,       /* waiting for (the rest of) a request head */
+    CS_EXCHANGE,        /* forwarding a request and its response */
+    CS_SEND_ERROR,      /* sending a response limpet made, then closing */
+    CS_LINGER,          /* write side shut: draining input briefly before close */
+};
+
+struct client {
+    struct io_watch io;
+    struct worker *worker;
+    struct listener *listener;
+    struct client *prev, *next;     /* worker's list of clients / free list */
+    enum client_state state;
+    struct buf *in;                 /* request bytes; NULL while idle */
+    struct timer timer;
+    bool readable, writable, peer_closed;
+    uint64_t last_io_ms;            /* last byte read from or written to the client */
+    uint64_t head_start_ms;         /* when the current head began */
+    unsigned requests;              /* requests completed on this connection */
+    char ip[48];                    /* client address as text */
+    uint8_t ip_len;
+    const char *err_data;           /* CS_SEND_ERROR: bytes left to send */
+    size_t err_left;
+    uint64_t close_deadline_ms;     /* CS_SEND_ERROR, CS_LINGER: close by then */
+    struct exchange ex;
+};
+
+/* Takes over an accepted, non-blocking socket. Closes it on failure. */
+void client_accept(struct listener *l, int fd, const struct sockaddr *peer);
+/* Graceful stop: closes connections between requests; the rest close after
+ * their current response. */
+void client_stop_idle(struct worker *w);
+/* Closes a client connection at once (end of grace period, shutdown). */
+void client_close(struct client *c);
+/* The origin connection of c's exchange became readable or writable. */
+void client_origin_event(struct client *c);
+
+/* ---- origin connections (origin_conn.c) ---- */
+
+/* An idle connection to the origin, or a new one being connected. Returns
+ * NULL with *err set (-errno) when the connection could not even be started;
+ * -ECONNREFUSED and friends mean the origin is not reachable. */
+struct origin_conn *origin_conn_acquire(struct worker *w, size_t pool, size_t origin,
+                                        bool fresh_only, int *err);
+/* Returns a connection whose exchange ended cleanly to the idle list, or closes it. */
+void origin_conn_release(struct origin_conn *oc, bool reusable);
+/* Checks a completed non-blocking connect. Returns 0 or -errno. */
+int origin_conn_connect_result(struct origin_conn *oc);
+/* Closes every idle connection of the worker (shutdown). */
+void origin_conn_close_all_idle(struct worker *w);
+
+/* ---- routing (route.c) ---- */
+
+/* Chooses a pool and origin for the exchange among those not tried yet.
+ * Returns 0, or -1 when no origin is usable. */
+int route_choose(struct client *c);
+/* Passive health: record a connect failure / success for an origin. */
+void route_origin_failed(struct worker *w, size_t pool, size_t origin);
+void route_origin_succeeded(struct worker *w, size_t pool, size_t origin);
+
+/* ---- head rewriting (forward.c) ---- */
+
+/* Fills ex->req_iov for a parsed request: request line, kept fields, then
+ * X-Forwarded-For/-Proto/-Host. */
+void forward_request_head(struct exchange *ex, const char *head, size_t head_len,
+                          const struct h1_request *req, const struct h1_semantics *sem,
+                          const char *client_ip, size_t client_ip_len);
+/* Fills ex->resp_iov for a parsed response: status line, kept fields and a
+ * Connection field saying whether the client connection stays open. */
+void forward_response_head(struct exchange *ex, const char *head, size_t head_len,
+                           const struct h1_response *resp, const struct h1_semantics *sem);
+
+/* Advances an iovec array past `n` written bytes; returns true when all written. */
+bool iov_advance(struct iovec *iov, unsigned n_iov, unsigned *index, size_t n);
+
+#endif
