@@ -28,6 +28,7 @@ DEB_PACKAGES := gcc make libjansson-dev libssl-dev libcmocka-dev python3-pytest 
 DEPS_STAMP   := $(BUILD)/.deps-ok
 
 .PHONY: all run test unit e2e bench deps clean
+.SECONDARY:
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/limpet

@@ -21,6 +21,7 @@
 #define LOG_FLUSH_MS 100
 #define IDLE_ORIGIN_CONNS_PER_ORIGIN 256
 #define BUFFERS_KEPT_FREE 1024
+#define ACCEPT_RESUME_MS 100
 
 static int listener_open(const struct cfg_listener *cfg)
 {
@@ -69,9 +70,10 @@ static void accept_cb(struct loop *loop, struct io_watch *io, uint32_t events)
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* Out of descriptors: stop accepting until a connection closes,
                  * instead of spinning on a listener that stays readable. */
+                log_error("accept: %s; pausing new connections for %d ms", strerror(errno),
+                          ACCEPT_RESUME_MS);
                 set_listeners_paused(w, true);
-                if (w->num_clients == 0)
-                    log_error("accept: %s", strerror(errno));
+                timer_arm(loop, &w->accept_resume_timer, ACCEPT_RESUME_MS);
             }
             return;
         }
@@ -89,7 +91,15 @@ void worker_client_closed(struct worker *w)
             w->loop.stop = true;
         return;
     }
-    if (w->num_clients < w->max_clients)
+    if (w->num_clients < w->max_clients && !timer_armed(&w->accept_resume_timer))
+        set_listeners_paused(w, false);
+}
+
+static void accept_resume_cb(struct loop *loop, struct timer *t)
+{
+    (void)t;
+    struct worker *w = loop->owner;
+    if (!w->stopping && w->num_clients < w->max_clients)
         set_listeners_paused(w, false);
 }
 
@@ -214,6 +224,7 @@ struct worker *worker_new(unsigned id, const struct config *cfg, int access_log_
     atomic_init(&w->stop_requested, false);
     timer_init(&w->log_flush_timer, log_flush_cb);
     timer_init(&w->grace_timer, grace_expired_cb);
+    timer_init(&w->accept_resume_timer, accept_resume_cb);
     w->max_idle_per_origin = IDLE_ORIGIN_CONNS_PER_ORIGIN;
     w->max_clients = max_clients ? max_clients : 1;
     if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng))

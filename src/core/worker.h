@@ -73,6 +73,7 @@ struct worker {
     atomic_bool stop_requested;    /* set by worker_stop() from another thread */
     bool stopping;                 /* the loop has seen stop_requested */
     struct timer grace_timer;
+    struct timer accept_resume_timer; /* resumes accepting after EMFILE and friends */
 };
 
 /* Creates a worker for cfg and opens its listeners. Returns NULL after logging. */

@@ -670,7 +670,7 @@ static void handle_head(struct conn *c, const struct h1_request *req, size_t hea
     memset(p, 0, sizeof(*p));
     p->keep_alive = sem.keep_alive;
     p->http10 = req->minor_version == 0;
-    p->head_only = h1_token_eq(req->method, req->method_len, "HEAD");
+    p->head_only = req->method_len == 4 && memcmp(req->method, "HEAD", 4) == 0;
     if (h1_token_eq(req->method, req->method_len, "CONNECT"))
         p->route = ROUTE_NOT_ALLOWED;
     else

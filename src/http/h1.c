@@ -5,7 +5,10 @@
  * over the bytes received so far, classifying each byte through a 256-entry
  * table (token, field-value, visible, hex, host and quoted-text classes). Each
  * field line is validated and recorded as it is met; nothing is scanned twice
- * except the trailing OWS of a field value. The first invalid byte ends the
+ * except the trailing OWS of a field value. Long runs (field values, reason
+ * phrases, request targets) are skipped eight bytes at a time with exact
+ * word tests, falling back to the table for a word that holds a byte to look
+ * at (HTAB, a control byte, the CR). The first invalid byte ends the
  * pass with H1_INVALID, running out of bytes ends it with H1_NEED_MORE (or
  * 414/431 when a limit is reached). No state is kept between calls and nothing
  * is allocated: the caller re-parses from the start when more bytes arrive, and
@@ -141,6 +144,51 @@ static bool ci_eq(const char *a, size_t alen, const char *b, size_t blen)
 }
 
 /*
+ * Word-at-a-time scanning (SWAR) for the long runs: field values and request
+ * targets. Each test is exact as a boolean ("some byte in the word is ...");
+ * a word that fails it is re-scanned byte by byte with the class table.
+ */
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+#define HAS_LESS(x, n) (((x) - ONES * (n)) & ~(x) & HIGHS)
+#define HAS_ZERO(x) (((x) - ONES) & ~(x) & HIGHS)
+
+/* Skips field-value bytes (VCHAR, obs-text, SP, HTAB); returns the first
+ * other byte or end. */
+static inline const uchar *skip_value(const uchar *p, const uchar *end)
+{
+    for (;;) {
+        while (end - p >= 8) {
+            uint64_t w;
+            memcpy(&w, p, 8);
+            if (HAS_LESS(w, 0x20) | HAS_ZERO(w ^ (ONES * 0x7f)))
+                break; /* a control byte (maybe just HTAB) or DEL */
+            p += 8;
+        }
+        const uchar *stop = end - p > 8 ? p + 8 : end;
+        while (p < stop && (cls[*p] & C_FVAL))
+            p++;
+        if (p < stop || p == end)
+            return p;
+    }
+}
+
+/* Skips visible ASCII (0x21..0x7e); returns the first other byte or end. */
+static inline const uchar *skip_visible(const uchar *p, const uchar *end)
+{
+    while (end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        if (HAS_LESS(w, 0x21) | (w & HIGHS) | HAS_ZERO(w ^ (ONES * 0x7f)))
+            break;
+        p += 8;
+    }
+    while (p < end && (cls[*p] & C_VIS))
+        p++;
+    return p;
+}
+
+/*
  * Parses field lines from p until the empty line ending the head. Returns the
  * head length (from buf), H1_NEED_MORE when end is reached first, or
  * H1_INVALID with err set. *num receives the number of fields recorded.
@@ -198,8 +246,7 @@ static int parse_fields(const uchar *buf, const uchar *p, const uchar *end,
         while (p < end && (*p == ' ' || *p == '\t'))
             p++;
         const uchar *value = p;
-        while (p < end && (cls[*p] & C_FVAL))
-            p++;
+        p = skip_value(p, end);
         if (p == end)
             goto more;
         if (*p != '\r') {
@@ -372,8 +419,7 @@ int h1_parse_request(const char *buf_, size_t len, size_t max_head_bytes,
 
     /* request-target SP */
     const uchar *target = ++p;
-    while (p < le && (cls[*p] & C_VIS))
-        p++;
+    p = skip_visible(p, le);
     if (p == le)
         goto rl_more;
     if (*p != ' ') {
@@ -477,8 +523,7 @@ int h1_parse_response(const char *buf_, size_t len, size_t max_head_bytes,
     if (status < 100 || status > 599)
         return fail(err, 400, "invalid status code");
     const uchar *reason = ++p;
-    while (p < end && (cls[*p] & C_FVAL))
-        p++;
+    p = skip_value(p, end);
     if (p == end)
         goto more;
     if (*p != '\r')
@@ -1007,4 +1052,35 @@ long h1_chunked_scan(struct h1_chunked *c, const char *buf_, size_t len, bool *d
 bad:
     c->state = CH_ERROR;
     return H1_INVALID;
+}
+
+long h1_chunked_decode(struct h1_chunked *c, char *buf, size_t len, size_t *data_len,
+                       bool *done)
+{
+    size_t in = 0, out = 0;
+    *done = c->state == CH_DONE;
+    while (in < len && !*done) {
+        if (c->state == CH_DATA) {
+            size_t n = len - in;
+            if (n > c->remaining)
+                n = (size_t)c->remaining;
+            memmove(buf + out, buf + in, n);
+            out += n;
+            in += n;
+            c->remaining -= n;
+            if (c->remaining == 0)
+                c->state = CH_DATA_CR;
+            continue;
+        }
+        /* Framing bytes: let the scanner walk them up to the next data. */
+        size_t step = 1;
+        long r = h1_chunked_scan(c, buf + in, step, done);
+        if (r < 0)
+            return H1_INVALID;
+        in += (size_t)r;
+        if (r == 0)
+            break;
+    }
+    *data_len = out;
+    return (long)in;
 }

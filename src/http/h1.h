@@ -138,4 +138,13 @@ void h1_chunked_init(struct h1_chunked *c);
  */
 long h1_chunked_scan(struct h1_chunked *c, const char *buf, size_t len, bool *done);
 
+/*
+ * Decodes a chunked body in place, for a recipient that cannot take chunked
+ * framing (an HTTP/1.0 client): scans buf[0..len) like h1_chunked_scan() and
+ * moves the chunk data bytes to the front of buf. Returns the bytes of buf
+ * consumed, or H1_INVALID; *data_len is set to the data bytes now at buf[0..).
+ */
+long h1_chunked_decode(struct h1_chunked *c, char *buf, size_t len, size_t *data_len,
+                       bool *done);
+
 #endif

@@ -297,7 +297,7 @@ static enum step start_exchange(struct client *c, size_t head_len)
     ex->req_body = sem->body;
     ex->content_length = ex->req_left = sem->body == H1_BODY_LENGTH ? sem->content_length : 0;
     h1_chunked_init(&ex->req_chunk);
-    ex->is_head = h1_token_eq(ex->method, ex->method_len, "HEAD");
+    ex->is_head = ex->method_len == 4 && memcmp(ex->method, "HEAD", 4) == 0;
     ex->client_keep_alive = sem->keep_alive && !w->stopping;
     ex->minor_version = w->req.minor_version;
     c->in->start = ex->req_start + ex->head_len;
@@ -597,11 +597,24 @@ static long response_body_ready(struct exchange *ex, struct buf *in)
     case H1_BODY_CHUNKED:
         if (!ex->resp_chunk_done && ex->resp_scan < in->end) {
             bool done = false;
-            long r = h1_chunked_scan(&ex->resp_chunk, in->data + ex->resp_scan,
-                                     in->end - ex->resp_scan, &done);
-            if (r < 0)
-                return -1;
-            ex->resp_scan += (uint32_t)r;
+            char *raw = in->data + ex->resp_scan;
+            size_t raw_len = in->end - ex->resp_scan;
+            if (ex->dechunk) {
+                /* Decoded data stays at resp_scan; the undecoded tail follows it. */
+                size_t data_len = 0;
+                long r = h1_chunked_decode(&ex->resp_chunk, raw, raw_len, &data_len, &done);
+                if (r < 0)
+                    return -1;
+                size_t tail = raw_len - (size_t)r;
+                memmove(raw + data_len, raw + r, tail);
+                ex->resp_scan += (uint32_t)data_len;
+                in->end = ex->resp_scan + (uint32_t)tail;
+            } else {
+                long r = h1_chunked_scan(&ex->resp_chunk, raw, raw_len, &done);
+                if (r < 0)
+                    return -1;
+                ex->resp_scan += (uint32_t)r;
+            }
             ex->resp_chunk_done = done;
         }
         return (long)(ex->resp_scan - in->start);
@@ -659,8 +672,17 @@ static enum step parse_response_head(struct client *c)
     ex->resp_left = sem->body == H1_BODY_LENGTH ? sem->content_length : 0;
     h1_chunked_init(&ex->resp_chunk);
     ex->resp_keep_alive = sem->keep_alive && sem->body != H1_BODY_UNTIL_CLOSE;
+    if (sem->body == H1_BODY_CHUNKED && ex->minor_version == 0) {
+        /* An HTTP/1.0 client cannot read chunked framing: send the data alone,
+         * delimited by closing the connection. */
+        ex->dechunk = true;
+        for (size_t i = 0; i < w->resp.num_headers; i++)
+            if (h1_token_eq(w->resp.headers[i].name, w->resp.headers[i].name_len,
+                            "transfer-encoding"))
+                sem->skip[i] = true;
+    }
     ex->close_client = !ex->client_keep_alive || w->stopping || !ex->req_done ||
-                       (sem->body == H1_BODY_UNTIL_CLOSE);
+                       sem->body == H1_BODY_UNTIL_CLOSE || ex->dechunk;
     forward_response_head(ex, head, (size_t)r, &w->resp, sem);
     in->start += (uint32_t)r;
     ex->resp_scan = in->start;

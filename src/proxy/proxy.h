@@ -103,6 +103,7 @@ struct exchange {
     unsigned resp_iov_n, resp_iov_i;
     bool interim;                   /* the response head being sent is a 1xx */
     bool origin_eof;                /* the origin closed (until-close body ends) */
+    bool dechunk;                   /* chunked response decoded for an HTTP/1.0 client */
 
     /* Arrays: not cleared between exchanges (everything above is). */
     struct iovec req_iov[HEAD_IOV_MAX];

@@ -33,6 +33,11 @@ def lines(out):
     return [l.strip() for l in out.splitlines() if l.strip()]
 
 
+def has_line(out, prefix):
+    """A line starting with prefix (a hint such as '(did you mean ...)' may follow)."""
+    return any(l == prefix or l.startswith(prefix + " ") for l in lines(out))
+
+
 def test_good_file_ok(tmp_path):
     rc, out = check(tmp_path, good_config())
     assert rc == 0, out
@@ -105,7 +110,7 @@ def test_unknown_key(tmp_path):
     cfg["listen"][0]["bogus"] = 1
     rc, out = check(tmp_path, cfg)
     assert rc == 1
-    assert "cfg.json: listen[0].bogus: unknown key" in lines(out), out
+    assert has_line(out, "cfg.json: listen[0].bogus: unknown key"), out
 
 
 def test_unknown_keys_nested_and_top(tmp_path):
@@ -115,9 +120,8 @@ def test_unknown_keys_nested_and_top(tmp_path):
     cfg["timeouts"]["conect"] = 1
     rc, out = check(tmp_path, cfg)
     assert rc == 1
-    ls = lines(out)
     for path in ("treads", "pools[0].origins[1].wieght", "timeouts.conect"):
-        assert f"cfg.json: {path}: unknown key" in ls, (path, out)
+        assert has_line(out, f"cfg.json: {path}: unknown key"), (path, out)
 
 
 def test_dangling_pool_name(tmp_path):
@@ -125,7 +129,7 @@ def test_dangling_pool_name(tmp_path):
     cfg["load_balancers"][0]["default_pools"] = ["nope"]
     rc, out = check(tmp_path, cfg)
     assert rc == 1
-    assert 'cfg.json: load_balancers[0].default_pools[0]: unknown pool "nope"' in lines(out), out
+    assert has_line(out, 'cfg.json: load_balancers[0].default_pools[0]: unknown pool "nope"'), out
 
 
 def test_dangling_names_elsewhere(tmp_path):
@@ -145,11 +149,10 @@ def test_every_problem_reported(tmp_path):
     cfg["pools"][0]["origin_steering"] = "roundrobin"
     rc, out = check(tmp_path, cfg)
     assert rc == 1
-    ls = lines(out)
-    assert "cfg.json: listen[0].bogus: unknown key" in ls, out
-    assert 'cfg.json: load_balancers[0].default_pools[1]: unknown pool "nope"' in ls, out
-    assert any(l.startswith("cfg.json: pools[0].origin_steering: ") for l in ls), out
-    assert "cfg.json: ok" not in ls
+    assert has_line(out, "cfg.json: listen[0].bogus: unknown key"), out
+    assert has_line(out, 'cfg.json: load_balancers[0].default_pools[1]: unknown pool "nope"'), out
+    assert any(l.startswith("cfg.json: pools[0].origin_steering: ") for l in lines(out)), out
+    assert "cfg.json: ok" not in lines(out)
 
 
 @pytest.mark.parametrize("mutate,path", [

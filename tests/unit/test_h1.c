@@ -238,8 +238,7 @@ static void test_request_line_414(void **state)
 {
     (void)state;
     const size_t max = H1_MAX_REQUEST_LINE;
-    char *m = malloc(max + 64);
-    assert_non_null(m);
+    static char m[H1_MAX_REQUEST_LINE + 64];
     /* exactly H1_MAX_REQUEST_LINE bytes before the CRLF: accepted */
     size_t tlen = max - strlen("GET  HTTP/1.1");
     memcpy(m, "GET /", 5);
@@ -260,7 +259,6 @@ static void test_request_line_414(void **state)
     assert_int_equal(h1_parse_request(m, max + 2, BIG, &rq), H1_INVALID);
     assert_int_equal(rq.error.status, 414);
     assert_int_equal(h1_parse_request(m, max + 1, BIG, &rq), H1_NEED_MORE);
-    free(m);
 }
 
 static void test_head_limit_in_request_line_414(void **state)
@@ -334,6 +332,33 @@ static void test_control_chars_in_value(void **state)
     assert_int_equal(REQ(GET11("X-A: b\tc \xff\r\n")), 0);
 }
 
+/* Long values and targets are scanned a word at a time: a bad byte must be
+ * found at every position, HTAB and obs-text accepted at every position. */
+static void test_bad_byte_every_position(void **state)
+{
+    (void)state;
+    static const unsigned char bad_value[] = {0x00, 0x01, 0x0a, 0x0b, 0x0d, 0x1f, 0x7f};
+    static const unsigned char bad_target[] = {0x00, 0x09, 0x7f, 0x80, 0xff, 0x1f};
+    char m[256];
+    for (size_t pos = 0; pos < 40; pos++) {
+        for (size_t k = 0; k < sizeof(bad_value); k++) {
+            int n = snprintf(m, sizeof(m), "GET / HTTP/1.1\r\nHost: a\r\nX-V: v%040dv\r\n\r\n", 0);
+            m[strlen("GET / HTTP/1.1\r\nHost: a\r\nX-V: v") + pos] = (char)bad_value[k];
+            assert_int_equal(req_verdict(m, (size_t)n), 400);
+        }
+        int n = snprintf(m, sizeof(m), "GET / HTTP/1.1\r\nHost: a\r\nX-V: v%040dv\r\n\r\n", 0);
+        m[strlen("GET / HTTP/1.1\r\nHost: a\r\nX-V: v") + pos] = '\t';
+        m[strlen("GET / HTTP/1.1\r\nHost: a\r\nX-V: v") + (pos + 7) % 40] = (char)0xe9;
+        assert_int_equal(req_verdict(m, (size_t)n), 0);
+        assert_int_equal(rq.headers[1].value_len, 42);
+        for (size_t k = 0; k < sizeof(bad_target); k++) {
+            n = snprintf(m, sizeof(m), "GET /%040d HTTP/1.1\r\nHost: a\r\n\r\n", 0);
+            m[5 + pos] = (char)bad_target[k];
+            assert_int_equal(req_verdict(m, (size_t)n), 400);
+        }
+    }
+}
+
 static void test_obs_fold(void **state)
 {
     (void)state;
@@ -355,20 +380,33 @@ static void test_field_name_errors(void **state)
     assert_int_equal(REQ(GET11("X\xc3\xa9: a\r\n")), 400);
 }
 
+/* Appends formatted text to buf (of size cap) at *n. */
+static void append(char *buf, size_t cap, size_t *n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vsnprintf(buf + *n, cap - *n, fmt, ap);
+    va_end(ap);
+    assert_true(r >= 0 && (size_t)r < cap - *n);
+    *n += (size_t)r;
+}
+
 static void test_header_count(void **state)
 {
     (void)state;
-    char m[8192];
-    size_t n = (size_t)sprintf(m, "GET / HTTP/1.1\r\nHost: a\r\n");
+    static char m[8192];
+    size_t n = 0;
+    append(m, sizeof(m), &n, "GET / HTTP/1.1\r\nHost: a\r\n");
     for (int i = 1; i < H1_MAX_HEADERS; i++)
-        n += (size_t)sprintf(m + n, "X-%d: v\r\n", i);
+        append(m, sizeof(m), &n, "X-%d: v\r\n", i);
     size_t before_end = n;
-    n += (size_t)sprintf(m + n, "\r\n");
+    append(m, sizeof(m), &n, "\r\n");
     assert_int_equal(h1_parse_request(m, n, BIG, &rq), (int)n);
     assert_int_equal(rq.num_headers, H1_MAX_HEADERS);
     assert_true(header_is(&rq.headers[H1_MAX_HEADERS - 1], "X-99", "v"));
 
-    n = before_end + (size_t)sprintf(m + before_end, "X-100: v\r\n\r\n");
+    n = before_end;
+    append(m, sizeof(m), &n, "X-100: v\r\n\r\n");
     assert_int_equal(h1_parse_request(m, n, BIG, &rq), H1_INVALID);
     assert_int_equal(rq.error.status, 400);
     /* refused as soon as the 101st field starts */
@@ -907,20 +945,22 @@ static void test_chunked_bad_extensions(void **state)
 static void test_chunked_extension_line_limit(void **state)
 {
     (void)state;
-    char b[6000];
-    size_t n = (size_t)sprintf(b, "1;x=");
+    static char b[6000];
+    size_t n = 0;
+    append(b, sizeof(b), &n, "1;x=");
     memset(b + n, 'a', 4100);
     n += 4100;
-    n += (size_t)sprintf(b + n, "\r\nz\r\n0\r\n\r\n");
+    append(b, sizeof(b), &n, "\r\nz\r\n0\r\n\r\n");
     struct h1_chunked c;
     bool done = false;
     h1_chunked_init(&c);
     assert_int_equal(h1_chunked_scan(&c, b, n, &done), H1_INVALID);
     /* a long but bounded line is fine */
-    n = (size_t)sprintf(b, "1;x=");
+    n = 0;
+    append(b, sizeof(b), &n, "1;x=");
     memset(b + n, 'a', 4000);
     n += 4000;
-    n += (size_t)sprintf(b + n, "\r\nz\r\n0\r\n\r\n");
+    append(b, sizeof(b), &n, "\r\nz\r\n0\r\n\r\n");
     h1_chunked_init(&c);
     assert_int_equal(h1_chunked_scan(&c, b, n, &done), (long)n);
     assert_true(done);
@@ -953,10 +993,11 @@ static void test_chunked_trailer_limit(void **state)
 {
     (void)state;
     static char b[20000];
-    size_t n = (size_t)sprintf(b, "0\r\n");
+    size_t n = 0;
+    append(b, sizeof(b), &n, "0\r\n");
     for (int i = 0; i < 500; i++)
-        n += (size_t)sprintf(b + n, "X-Trailer-%03d: v\r\n", i);
-    n += (size_t)sprintf(b + n, "\r\n");
+        append(b, sizeof(b), &n, "X-Trailer-%03d: v\r\n", i);
+    append(b, sizeof(b), &n, "\r\n");
     struct h1_chunked c;
     bool done = false;
     h1_chunked_init(&c);
@@ -1044,6 +1085,42 @@ static void test_guard_page_every_prefix(void **state)
     munmap(map, (size_t)page * 2);
 }
 
+/* Decoding in place, with the body split at every position. */
+static void test_chunked_decode_every_split(void **state)
+{
+    (void)state;
+    const char body[] = "5;ext=1\r\nhello\r\n1\r\n \r\n6\r\nworld!\r\n0\r\nT: v\r\n\r\n";
+    size_t len = sizeof(body) - 1;
+    for (size_t split = 0; split <= len; split++) {
+        struct h1_chunked c;
+        h1_chunked_init(&c);
+        char buf[128], out[64];
+        size_t out_len = 0, data_len = 0;
+        bool done = false;
+        memcpy(buf, body, split);
+        long r = h1_chunked_decode(&c, buf, split, &data_len, &done);
+        assert_true(r >= 0);
+        memcpy(out, buf, data_len);
+        out_len = data_len;
+        /* unconsumed bytes go first in the next call, as the proxy does */
+        size_t rest = split - (size_t)r;
+        memcpy(buf, body + (size_t)r, rest + (len - split));
+        r = h1_chunked_decode(&c, buf, rest + (len - split), &data_len, &done);
+        assert_int_equal(r, (long)(rest + (len - split)));
+        assert_true(done);
+        memcpy(out + out_len, buf, data_len);
+        out_len += data_len;
+        assert_int_equal(out_len, 12);
+        assert_memory_equal(out, "hello world!", 12);
+    }
+    struct h1_chunked c;
+    h1_chunked_init(&c);
+    char bad[] = "zz\r\n";
+    size_t data_len;
+    bool done;
+    assert_int_equal(h1_chunked_decode(&c, bad, 4, &data_len, &done), H1_INVALID);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1063,6 +1140,7 @@ int main(void)
         cmocka_unit_test(test_bare_lf),
         cmocka_unit_test(test_bare_cr),
         cmocka_unit_test(test_control_chars_in_value),
+        cmocka_unit_test(test_bad_byte_every_position),
         cmocka_unit_test(test_obs_fold),
         cmocka_unit_test(test_field_name_errors),
         cmocka_unit_test(test_header_count),
@@ -1106,6 +1184,7 @@ int main(void)
         cmocka_unit_test(test_chunked_trailer_limit),
         cmocka_unit_test(test_chunked_error_is_sticky),
         cmocka_unit_test(test_guard_page_every_prefix),
+        cmocka_unit_test(test_chunked_decode_every_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
