@@ -83,4 +83,5 @@ bench: $(BUILD)/limpet
 clean:
 	rm -rf $(BUILD)
 
+-include fuzz/fuzz.mk
 -include $(OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(UNIT_BINS:=.d)

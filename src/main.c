@@ -9,10 +9,10 @@
  *   limpet --demo-origin ADDR NAME
  *                             one demo origin alone (a fast test backend)
  *
- * The main thread loads the config, creates the workers (opening their
- * listeners, so a bad address fails here with a message), starts them, then
- * waits for signals with sigwait(): SIGTERM/SIGINT stop gracefully (exit 0).
- * Signals are blocked in every thread, so no handler runs on the data path.
+ * The main thread loads the config and becomes the control thread
+ * (control/control.c). SIGHUP, SIGTERM and SIGINT are blocked in every thread
+ * and read from a signalfd by the control loop, so no handler ever runs on
+ * the data path.
  */
 #include <errno.h>
 #include <signal.h>
@@ -23,8 +23,8 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "control/control.h"
 #include "core/log.h"
-#include "core/worker.h"
 #include "demo/demo_origin.h"
 
 #define LIMPET_VERSION "0.1.0"
@@ -57,83 +57,6 @@ static void raise_fd_limit(void)
     }
 }
 
-static unsigned worker_count(const struct config *cfg)
-{
-    if (cfg->threads)
-        return cfg->threads;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (unsigned)n : 1;
-}
-
-/* Runs the balancer until SIGTERM/SIGINT. Returns the exit code. */
-static int run_balancer(const struct config *cfg, const sigset_t *signals)
-{
-    int log_fd;
-    if (access_log_open(cfg->access_log, &log_fd) < 0)
-        return 1;
-
-    unsigned n = worker_count(cfg);
-    struct worker **workers = calloc(n, sizeof(*workers));
-    if (!workers) {
-        log_error("out of memory");
-        return 1;
-    }
-    unsigned per_worker = cfg->limits.max_connections / n;
-    unsigned started = 0;
-    int status = 0;
-    for (unsigned i = 0; i < n; i++) {
-        workers[i] = worker_new(i, cfg, log_fd, per_worker ? per_worker : 1);
-        if (!workers[i]) {
-            status = 1;
-            break;
-        }
-    }
-    for (unsigned i = 0; status == 0 && i < n; i++) {
-        int rc = worker_start(workers[i]);
-        if (rc < 0) {
-            log_error("cannot start worker %u: %s", i, strerror(-rc));
-            status = 1;
-            break;
-        }
-        started++;
-    }
-
-    if (status == 0) {
-        for (size_t i = 0; i < cfg->num_listeners; i++)
-            log_error("listening on %s (load balancer %s), %u worker threads",
-                      cfg->listeners[i].address,
-                      cfg->load_balancers[cfg->listeners[i].load_balancer].name, n);
-        for (;;) {
-            int sig = 0;
-            if (sigwait(signals, &sig) != 0)
-                continue;
-            if (sig == SIGHUP) {
-                log_error("SIGHUP: configuration reload is not supported by this build yet; "
-                          "running configuration kept");
-                continue;
-            }
-            log_error("%s: stopping, finishing requests in flight (up to %gs)",
-                      sig == SIGTERM ? "SIGTERM" : "SIGINT", cfg->timeouts.grace);
-            break;
-        }
-    }
-
-    for (unsigned i = 0; i < started; i++)
-        worker_stop(workers[i]);
-    for (unsigned i = 0; i < n; i++) {
-        if (!workers[i])
-            continue;
-        if (i < started)
-            worker_join_and_free(workers[i]);
-        else
-            worker_free(workers[i]);
-    }
-    free(workers);
-    if (log_fd > STDERR_FILENO)
-        close(log_fd);
-    return status;
-}
-
 static int check_config(const char *path)
 {
     struct config_errors errs = {0};
@@ -157,9 +80,7 @@ static int run_config_file(const char *path, const sigset_t *signals)
         config_errors_fini(&errs);
         return 1;
     }
-    int status = run_balancer(cfg, signals);
-    config_free(cfg);
-    return status;
+    return control_run(cfg, path, signals);
 }
 
 /* The demo: N demo origins on 127.0.0.1:9001.. and a balancer in front. */
@@ -196,7 +117,8 @@ static int run_demo(const char *listen, unsigned num_origins, const sigset_t *si
     if (status == 0) {
         log_error("demo: open http://%s/ — %u demo origins on 127.0.0.1:9001-%u; "
                   "Ctrl-C stops", listen, num_origins, 9000 + num_origins);
-        status = run_balancer(cfg, signals);
+        status = control_run(cfg, NULL, signals);
+        cfg = NULL;
     }
     for (unsigned i = 0; i < num_origins; i++)
         if (origins[i])

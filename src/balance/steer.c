@@ -14,7 +14,7 @@ uint64_t steer_random(uint64_t *state)
     return x * 0x2545f4914f6cdd1dull;
 }
 
-static long pick_round_robin(const struct cfg_origin *origins, struct steer_slot *slots,
+static long pick_round_robin(const struct cfg_origin *origins, struct steer_slot *const *slots,
                              const bool *candidate, size_t n)
 {
     int64_t total = 0;
@@ -22,26 +22,26 @@ static long pick_round_robin(const struct cfg_origin *origins, struct steer_slot
     for (size_t i = 0; i < n; i++) {
         if (!candidate[i] || origins[i].weight == 0)
             continue;
-        slots[i].current_weight += origins[i].weight;
+        slots[i]->current_weight += origins[i].weight;
         total += origins[i].weight;
-        if (best < 0 || slots[i].current_weight > slots[best].current_weight)
+        if (best < 0 || slots[i]->current_weight > slots[best]->current_weight)
             best = (long)i;
     }
     if (best >= 0)
-        slots[best].current_weight -= total;
+        slots[best]->current_weight -= total;
     return best;
 }
 
 /* a is less loaded than b when active_a / weight_a < active_b / weight_b. */
-static int compare_load(const struct cfg_origin *origins, const struct steer_slot *slots,
+static int compare_load(const struct cfg_origin *origins, struct steer_slot *const *slots,
                         size_t a, size_t b)
 {
-    uint64_t la = (uint64_t)slots[a].active * origins[b].weight;
-    uint64_t lb = (uint64_t)slots[b].active * origins[a].weight;
+    uint64_t la = (uint64_t)slots[a]->active * origins[b].weight;
+    uint64_t lb = (uint64_t)slots[b]->active * origins[a].weight;
     return la < lb ? -1 : la > lb ? 1 : 0;
 }
 
-static long pick_least_connections(const struct cfg_origin *origins, struct steer_slot *slots,
+static long pick_least_connections(const struct cfg_origin *origins, struct steer_slot *const *slots,
                                    bool *candidate, size_t n)
 {
     long least = -1;
@@ -73,7 +73,7 @@ static long pick_weighted_random(const struct cfg_origin *origins, const bool *c
     return -1;
 }
 
-static long pick_two_choices(const struct cfg_origin *origins, struct steer_slot *slots,
+static long pick_two_choices(const struct cfg_origin *origins, struct steer_slot *const *slots,
                              const bool *candidate, size_t n, uint64_t *rng)
 {
     uint64_t total = 0;
@@ -88,7 +88,7 @@ static long pick_two_choices(const struct cfg_origin *origins, struct steer_slot
 }
 
 long steer_pick(enum origin_steering mode, const struct cfg_origin *origins,
-                struct steer_slot *slots, bool *candidate, size_t n, uint64_t *rng)
+                struct steer_slot *const *slots, bool *candidate, size_t n, uint64_t *rng)
 {
     switch (mode) {
     case STEER_LEAST_CONNECTIONS:

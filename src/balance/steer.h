@@ -29,12 +29,13 @@ struct steer_slot {
 };
 
 /*
- * Picks an origin among origins[i] with candidate[i] true and weight > 0.
+ * Picks an origin among origins[i] with candidate[i] true and weight > 0;
+ * slots[i] is that origin's steering state (kept per thread by the caller).
  * `candidate` may be modified (used as scratch for ties). Returns the index,
  * or -1 when there is no candidate.
  */
 long steer_pick(enum origin_steering mode, const struct cfg_origin *origins,
-                struct steer_slot *slots, bool *candidate, size_t n, uint64_t *rng);
+                struct steer_slot *const *slots, bool *candidate, size_t n, uint64_t *rng);
 
 /* xorshift64* step: a fast per-thread pseudo-random generator (not for secrets). */
 uint64_t steer_random(uint64_t *state);

@@ -1378,6 +1378,8 @@ static struct config *build(struct walker *w, json_t *root, const char *path)
             if (path)
                 cfg->path = dup_str(w, path);
             walk_root(w, root, cfg);
+            cfg->doc = root; /* kept: the API edits it and loads the result */
+            root = NULL;
         } else {
             w->oom = true;
         }
@@ -1460,6 +1462,18 @@ struct config *config_load_string(const char *json_text, const char *name,
     return build(&w, root, NULL);
 }
 
+struct config *config_load_json(struct json_t *doc, const char *name,
+                                struct config_errors *errs)
+{
+    struct walker w;
+    walker_init(&w, name, errs);
+    if (doc)
+        json_incref(doc);
+    else
+        fail(&w, "no config document given");
+    return build(&w, doc, NULL);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Freeing and lookups.                                                     */
 
@@ -1540,6 +1554,7 @@ void config_free(struct config *cfg)
         free_attributes(&lb->attributes);
     }
     free(cfg->load_balancers);
+    json_decref(cfg->doc);
     free(cfg);
 }
 

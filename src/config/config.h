@@ -193,8 +193,11 @@ struct cfg_limits {
     unsigned retry_buffer_bytes;/* default 65536, 0..16777216 */
 };
 
+struct json_t;
+
 struct config {
     char *path;                 /* the file it came from (NULL for built-in) */
+    struct json_t *doc;         /* the JSON document it was loaded from (owned) */
     struct cfg_listener *listeners;
     size_t num_listeners;       /* at least 1 */
     struct cfg_admin admin;
@@ -229,6 +232,11 @@ struct config *config_load_file(const char *path, struct config_errors *errs);
 /* Same from a JSON text in memory; `name` stands for the file in messages. */
 struct config *config_load_string(const char *json_text, const char *name,
                                   struct config_errors *errs);
+
+/* Same from a parsed document (a reference is taken; the caller keeps its own).
+ * Used to apply run-time changes: edit a copy of cfg->doc, load it. */
+struct config *config_load_json(struct json_t *doc, const char *name,
+                                struct config_errors *errs);
 
 void config_free(struct config *cfg);
 void config_errors_fini(struct config_errors *errs);

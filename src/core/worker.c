@@ -1,6 +1,6 @@
 /*
- * worker — a worker thread: its loop, listeners, free lists and per-origin
- * state (see worker.h).
+ * worker — a worker thread: its loop, listeners, snapshot adoption, free
+ * lists and per-origin state (see worker.h).
  */
 #include "core/worker.h"
 
@@ -18,34 +18,16 @@
 #include "proxy/proxy.h"
 
 #define ACCEPT_BATCH 64
+#define ACCEPT_RESUME_MS 100
 #define LOG_FLUSH_MS 100
 #define IDLE_ORIGIN_CONNS_PER_ORIGIN 256
 #define BUFFERS_KEPT_FREE 1024
-#define ACCEPT_RESUME_MS 100
 
-static int listener_open(const struct cfg_listener *cfg)
-{
-    const struct addr *a = &cfg->addr;
-    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
-    if (fd < 0)
-        return -errno;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (a->ss.ss_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 || listen(fd, 4096) < 0) {
-        int err = -errno;
-        close(fd);
-        return err;
-    }
-    return fd;
-}
+/* ---- listeners ---- */
 
 static void set_listeners_paused(struct worker *w, bool paused)
 {
-    for (size_t i = 0; i < w->num_listeners; i++) {
-        struct listener *l = &w->listeners[i];
+    for (struct listener *l = w->listeners; l; l = l->next) {
         if (l->io.fd < 0 || l->paused == paused)
             continue;
         if (loop_modify(&w->loop, &l->io, paused ? 0 : EPOLLIN) == 0)
@@ -68,8 +50,8 @@ static void accept_cb(struct loop *loop, struct io_watch *io, uint32_t events)
         int fd = accept4(io->fd, (struct sockaddr *)&peer, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                /* Out of descriptors: stop accepting until a connection closes,
-                 * instead of spinning on a listener that stays readable. */
+                /* Out of descriptors: stop accepting for a moment instead of
+                 * spinning on a listener that stays readable. */
                 log_error("accept: %s; pausing new connections for %d ms", strerror(errno),
                           ACCEPT_RESUME_MS);
                 set_listeners_paused(w, true);
@@ -83,6 +65,179 @@ static void accept_cb(struct loop *loop, struct io_watch *io, uint32_t events)
     }
 }
 
+static void accept_resume_cb(struct loop *loop, struct timer *t)
+{
+    (void)t;
+    struct worker *w = loop->owner;
+    if (!w->stopping && w->num_clients < w->max_clients)
+        set_listeners_paused(w, false);
+}
+
+static void close_listener(struct worker *w, struct listener *l)
+{
+    if (l->io.fd < 0)
+        return;
+    loop_unwatch(&w->loop, &l->io);
+    l->io.fd = -1; /* the socket itself belongs to the snapshot's listen_socket */
+    l->lb_index = -1;
+}
+
+/* Watches the listening sockets of s this worker does not watch yet, stops
+ * watching those s no longer has, and points each at its load balancer. */
+static int sync_listeners(struct worker *w, const struct snapshot *s)
+{
+    for (struct listener *l = w->listeners; l; l = l->next) {
+        bool kept = false;
+        for (size_t i = 0; i < s->cfg->num_listeners && l->io.fd >= 0; i++) {
+            if (s->listeners[i]->fds[w->id] == l->io.fd) {
+                l->lb_index = (long)s->cfg->listeners[i].load_balancer;
+                kept = true;
+            }
+        }
+        if (!kept)
+            close_listener(w, l);
+    }
+    for (size_t i = 0; i < s->cfg->num_listeners; i++) {
+        int fd = s->listeners[i]->fds[w->id];
+        bool known = false;
+        for (struct listener *l = w->listeners; l; l = l->next)
+            known |= l->io.fd == fd;
+        if (known)
+            continue;
+        struct listener *l = calloc(1, sizeof(*l));
+        if (!l)
+            return -ENOMEM;
+        l->worker = w;
+        l->lb_index = (long)s->cfg->listeners[i].load_balancer;
+        int rc = loop_watch(&w->loop, &l->io, fd, EPOLLIN, accept_cb);
+        if (rc < 0) {
+            free(l);
+            return rc;
+        }
+        l->next = w->listeners;
+        w->listeners = l;
+    }
+    return 0;
+}
+
+/* ---- snapshots ---- */
+
+static int build_pool_slots(struct worker *w, const struct snapshot *s)
+{
+    const struct config *cfg = s->cfg;
+    struct steer_slot ***slots = calloc(cfg->num_pools, sizeof(*slots));
+    if (!slots)
+        return -ENOMEM;
+    size_t largest = 1;
+    for (size_t p = 0; p < cfg->num_pools; p++) {
+        size_t n = cfg->pools[p].num_origins;
+        largest = n > largest ? n : largest;
+        slots[p] = calloc(n, sizeof(**slots));
+        if (!slots[p]) {
+            for (size_t q = 0; q < p; q++)
+                free(slots[q]);
+            free(slots);
+            return -ENOMEM;
+        }
+        for (size_t o = 0; o < n; o++)
+            slots[p][o] = &worker_origin_rt(w, s->pools[p].origins[o])->steer;
+    }
+    if (largest > w->candidate_cap) {
+        bool *c = realloc(w->candidate_scratch, largest * sizeof(bool));
+        if (!c) {
+            for (size_t p = 0; p < cfg->num_pools; p++)
+                free(slots[p]);
+            free(slots);
+            return -ENOMEM;
+        }
+        w->candidate_scratch = c;
+        w->candidate_cap = largest;
+    }
+    for (size_t p = 0; p < w->num_pool_slots; p++)
+        free(w->pool_slots[p]);
+    free(w->pool_slots);
+    w->pool_slots = slots;
+    w->num_pool_slots = cfg->num_pools;
+    return 0;
+}
+
+static void retire(struct worker *w, struct snap_use *use)
+{
+    if (use->users == 0) {
+        snapshot_release(use->snap);
+        free(use);
+        return;
+    }
+    use->next = w->retired;
+    w->retired = use;
+}
+
+/* Makes s (whose reference the caller passes) the snapshot of new exchanges. */
+static int adopt(struct worker *w, struct snapshot *s)
+{
+    struct snap_use *use = calloc(1, sizeof(*use));
+    int rc = use ? build_pool_slots(w, s) : -ENOMEM;
+    if (rc == 0 && !w->stopping)
+        rc = sync_listeners(w, s);
+    if (rc < 0) {
+        log_error("worker %u: cannot adopt configuration: %s", w->id, strerror(-rc));
+        free(use);
+        snapshot_release(s);
+        return rc;
+    }
+    use->snap = s;
+    struct snap_use *old = w->cur;
+    w->cur = use;
+    unsigned per_worker = s->cfg->limits.max_connections / w->num_workers;
+    w->max_clients = per_worker ? per_worker : 1;
+    if (old)
+        retire(w, old);
+    return 0;
+}
+
+struct snap_use *worker_snapshot_get(struct worker *w)
+{
+    w->cur->users++;
+    return w->cur;
+}
+
+void worker_snapshot_put(struct worker *w, struct snap_use *use)
+{
+    if (!use)
+        return;
+    use->users--;
+    if (use == w->cur || use->users > 0)
+        return;
+    for (struct snap_use **pp = &w->retired; *pp; pp = &(*pp)->next) {
+        if (*pp == use) {
+            *pp = use->next;
+            break;
+        }
+    }
+    snapshot_release(use->snap);
+    free(use);
+}
+
+void worker_offer_snapshot(struct worker *w, struct snapshot *s)
+{
+    struct snapshot *older = atomic_exchange(&w->mailbox, snapshot_ref(s));
+    snapshot_release(older); /* offered before and never adopted */
+    loop_wake(&w->loop);
+}
+
+struct origin_rt *worker_origin_rt(struct worker *w, const struct origin_shared *os)
+{
+    struct origin_rt *rt = &w->origins[os->id];
+    if (rt->generation != os->generation) {
+        origin_conn_close_idle(w, rt);
+        memset(rt, 0, sizeof(*rt));
+        rt->generation = os->generation;
+    }
+    return rt;
+}
+
+/* ---- counters, logs, stop ---- */
+
 void worker_client_closed(struct worker *w)
 {
     w->num_clients--;
@@ -92,14 +247,6 @@ void worker_client_closed(struct worker *w)
         return;
     }
     if (w->num_clients < w->max_clients && !timer_armed(&w->accept_resume_timer))
-        set_listeners_paused(w, false);
-}
-
-static void accept_resume_cb(struct loop *loop, struct timer *t)
-{
-    (void)t;
-    struct worker *w = loop->owner;
-    if (!w->stopping && w->num_clients < w->max_clients)
         set_listeners_paused(w, false);
 }
 
@@ -126,52 +273,33 @@ static void grace_expired_cb(struct loop *loop, struct timer *t)
     loop->stop = true;
 }
 
-/* Runs on the worker's loop after worker_stop(). */
+static void begin_stop(struct worker *w)
+{
+    w->stopping = true;
+    for (struct listener *l = w->listeners; l; l = l->next)
+        close_listener(w, l);
+    for (size_t i = 0; i < SNAPSHOT_MAX_ORIGINS; i++)
+        origin_conn_close_idle(w, &w->origins[i]);
+    client_stop_idle(w);
+    if (w->num_clients == 0)
+        w->loop.stop = true;
+    else
+        timer_arm(&w->loop, &w->grace_timer,
+                  (uint64_t)(w->cur->snap->cfg->timeouts.grace * 1000.0));
+}
+
+/* Runs on the worker's loop after worker_offer_snapshot() or worker_stop(). */
 static void wake_cb(struct loop *loop)
 {
     struct worker *w = loop->owner;
-    if (!atomic_load(&w->stop_requested) || w->stopping)
-        return;
-    w->stopping = true;
-    for (size_t i = 0; i < w->num_listeners; i++) {
-        struct listener *l = &w->listeners[i];
-        if (l->io.fd >= 0) {
-            loop_unwatch(loop, &l->io);
-            close(l->io.fd);
-            l->io.fd = -1;
-        }
-    }
-    origin_conn_close_all_idle(w);
-    client_stop_idle(w);
-    if (w->num_clients == 0)
-        loop->stop = true;
-    else
-        timer_arm(loop, &w->grace_timer, (uint64_t)(w->cfg->timeouts.grace * 1000.0));
+    struct snapshot *s = atomic_exchange(&w->mailbox, NULL);
+    if (s)
+        adopt(w, s);
+    if (atomic_load(&w->stop_requested) && !w->stopping)
+        begin_stop(w);
 }
 
-static int alloc_runtime(struct worker *w)
-{
-    const struct config *cfg = w->cfg;
-    size_t largest = 1;
-    w->pools = calloc(cfg->num_pools, sizeof(*w->pools));
-    if (!w->pools)
-        return -ENOMEM;
-    for (size_t p = 0; p < cfg->num_pools; p++) {
-        size_t n = cfg->pools[p].num_origins;
-        if (n > largest)
-            largest = n;
-        w->pools[p].origins = calloc(n, sizeof(*w->pools[p].origins));
-        w->pools[p].slots = calloc(n, sizeof(*w->pools[p].slots));
-        if (!w->pools[p].origins || !w->pools[p].slots)
-            return -ENOMEM;
-    }
-    w->candidate_scratch = calloc(largest, sizeof(bool));
-    w->listeners = calloc(cfg->num_listeners, sizeof(*w->listeners));
-    w->access_log = malloc(sizeof(*w->access_log));
-    if (!w->candidate_scratch || !w->listeners || !w->access_log)
-        return -ENOMEM;
-    return 0;
-}
+/* ---- lifetime ---- */
 
 void worker_free(struct worker *w)
 {
@@ -179,8 +307,10 @@ void worker_free(struct worker *w)
         return;
     while (w->clients)
         client_close(w->clients);
-    if (w->pools)
-        origin_conn_close_all_idle(w);
+    if (w->origins) {
+        for (size_t i = 0; i < SNAPSHOT_MAX_ORIGINS; i++)
+            origin_conn_close_idle(w, &w->origins[i]);
+    }
     while (w->free_clients) {
         struct client *c = w->free_clients;
         w->free_clients = c->next;
@@ -191,26 +321,38 @@ void worker_free(struct worker *w)
         w->free_origin_conns = oc->next;
         free(oc);
     }
-    for (size_t i = 0; w->listeners && i < w->num_listeners; i++)
-        if (w->listeners[i].io.fd >= 0)
-            close(w->listeners[i].io.fd);
+    while (w->listeners) {
+        struct listener *l = w->listeners;
+        w->listeners = l->next;
+        close_listener(w, l);
+        free(l);
+    }
     if (w->access_log && w->access_log->fd >= 0)
         access_log_flush(w->access_log);
-    for (size_t p = 0; w->pools && p < w->cfg->num_pools; p++) {
-        free(w->pools[p].origins);
-        free(w->pools[p].slots);
+    for (size_t p = 0; p < w->num_pool_slots; p++)
+        free(w->pool_slots[p]);
+    free(w->pool_slots);
+    while (w->retired) {
+        struct snap_use *use = w->retired;
+        w->retired = use->next;
+        snapshot_release(use->snap);
+        free(use);
     }
-    free(w->pools);
+    if (w->cur) {
+        snapshot_release(w->cur->snap);
+        free(w->cur);
+    }
+    snapshot_release(atomic_exchange(&w->mailbox, NULL));
+    free(w->origins);
     free(w->candidate_scratch);
-    free(w->listeners);
     free(w->access_log);
     buf_pool_fini(&w->bufs);
     loop_fini(&w->loop);
     free(w);
 }
 
-struct worker *worker_new(unsigned id, const struct config *cfg, int access_log_fd,
-                          unsigned max_clients)
+struct worker *worker_new(unsigned id, unsigned num_workers, struct snapshot *s,
+                          int access_log_fd)
 {
     struct worker *w = calloc(1, sizeof(*w));
     if (!w) {
@@ -218,21 +360,23 @@ struct worker *worker_new(unsigned id, const struct config *cfg, int access_log_
         return NULL;
     }
     w->id = id;
-    w->cfg = cfg;
+    w->num_workers = num_workers ? num_workers : 1;
     w->loop.epfd = w->loop.wake_fd = -1;
     buf_pool_init(&w->bufs, BUFFERS_KEPT_FREE);
     atomic_init(&w->stop_requested, false);
+    atomic_init(&w->mailbox, NULL);
     timer_init(&w->log_flush_timer, log_flush_cb);
     timer_init(&w->grace_timer, grace_expired_cb);
     timer_init(&w->accept_resume_timer, accept_resume_cb);
     w->max_idle_per_origin = IDLE_ORIGIN_CONNS_PER_ORIGIN;
-    w->max_clients = max_clients ? max_clients : 1;
     if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng))
         w->rng = clock_ms() ^ ((uint64_t)id << 32);
 
     int rc = loop_init(&w->loop, w);
-    if (rc == 0)
-        rc = alloc_runtime(w);
+    w->origins = calloc(SNAPSHOT_MAX_ORIGINS, sizeof(*w->origins));
+    w->access_log = malloc(sizeof(*w->access_log));
+    if (rc == 0 && (!w->origins || !w->access_log))
+        rc = -ENOMEM;
     if (rc < 0) {
         log_error("worker %u: %s", id, strerror(-rc));
         worker_free(w);
@@ -241,22 +385,9 @@ struct worker *worker_new(unsigned id, const struct config *cfg, int access_log_
     w->loop.wake_cb = wake_cb;
     w->access_log->fd = access_log_fd;
     w->access_log->len = 0;
-    w->num_listeners = cfg->num_listeners;
-    for (size_t i = 0; i < cfg->num_listeners; i++)
-        w->listeners[i].io.fd = -1;
-    for (size_t i = 0; i < cfg->num_listeners; i++) {
-        struct listener *l = &w->listeners[i];
-        l->cfg = &cfg->listeners[i];
-        l->worker = w;
-        int fd = listener_open(l->cfg);
-        if (fd < 0 || (rc = loop_watch(&w->loop, &l->io, fd, EPOLLIN, accept_cb)) < 0) {
-            if (fd >= 0)
-                close(fd);
-            log_error("listen[%zu]: cannot listen on %s: %s", i, l->cfg->address,
-                      strerror(fd < 0 ? -fd : -rc));
-            worker_free(w);
-            return NULL;
-        }
+    if (adopt(w, snapshot_ref(s)) < 0) {
+        worker_free(w);
+        return NULL;
     }
     return w;
 }

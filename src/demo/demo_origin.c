@@ -56,12 +56,13 @@
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #define DEMO_IN_SIZE 16384          /* input buffer; a longer head gets 431 */
 #define DEMO_OUT_SIZE 16384         /* output buffer */
+#ifndef DEMO_IDLE_MS                /* (overridable for manual tests) */
 #define DEMO_IDLE_MS 60000          /* idle connections are closed after this */
+#endif
 #define DEMO_LINGER_MS 2000         /* how long a closing connection is drained */
 #define DEMO_ACCEPT_PAUSE_MS 100    /* accept pause when out of descriptors */
 #define DEMO_NAME_MAX 64            /* longest origin name */

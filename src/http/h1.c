@@ -26,6 +26,11 @@
  *  - Request targets: origin-form "/..."; absolute-form only with scheme http
  *    or https, a valid host[:port] authority (no userinfo) and a path/query;
  *    authority-form host:port only and always for CONNECT; "*" only for OPTIONS.
+ *    No fragment: '#' is refused anywhere in the target (RFC 9112 §3.2 has
+ *    none; a proxy that passes one on lets path rules be bypassed).
+ *  - Absolute-form and Host: both must name the same host and port (hosts
+ *    compared case-insensitively, an absent port being the scheme's default),
+ *    so that limpet and the origin cannot pick different hosts.
  *  - Status line: "HTTP/1.x SP 3DIGIT SP reason CRLF"; the SP after the code is
  *    required (an empty reason is fine), the code must be 100..599.
  *  - Version: "HTTP/1.0"/"HTTP/1.1"; another well-formed HTTP/d.d is 505,
@@ -45,7 +50,9 @@
  *  - Expect: 100-continue and Upgrade are ignored on HTTP/1.0 requests
  *    (RFC 9110 §10.1.1, §7.8).
  *  - Responses: framing headers are validated even when the status or the
- *    request method means there is no body; a 2xx answer to CONNECT is refused.
+ *    request method means there is no body; a 2xx answer to CONNECT is refused;
+ *    a 1xx or 204 with Transfer-Encoding or a non-zero Content-Length is
+ *    refused (its body would be read as the next response).
  *  - Chunked bodies: chunk-size is 1..16 hex digits with no whitespace (no BWS
  *    before ";" either), extensions are ;token[=token|quoted-string], the
  *    size line is at most H1_CHUNK_LINE_MAX bytes and the trailer section at
@@ -64,7 +71,7 @@
 /* Byte classes. */
 #define C_TCHAR 0x01 /* tchar (RFC 9110 §5.6.2) */
 #define C_FVAL 0x02  /* field-value byte: VCHAR, obs-text, SP, HTAB */
-#define C_VIS 0x04   /* visible ASCII 0x21..0x7e (request-target bytes) */
+#define C_TGT 0x04   /* request-target byte: visible ASCII 0x21..0x7e but '#' */
 #define C_HEX 0x08   /* HEXDIG */
 #define C_HOST 0x10  /* reg-name byte: unreserved / sub-delims */
 #define C_QD 0x20    /* qdtext: HTAB SP 0x21 0x23-0x5b 0x5d-0x7e obs-text */
@@ -72,7 +79,7 @@
 static const unsigned char cls[256] = {
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x22, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /* 0x00 */
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, /* 0x10 */
-    0x22, 0x37, 0x06, 0x27, 0x37, 0x27, 0x37, 0x37, 0x36, 0x36, 0x37, 0x37, 0x36, 0x37, 0x37, 0x26, /* 0x20 */
+    0x22, 0x37, 0x06, 0x23, 0x37, 0x27, 0x37, 0x37, 0x36, 0x36, 0x37, 0x37, 0x36, 0x37, 0x37, 0x26, /* 0x20 */
     0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x26, 0x36, 0x26, 0x36, 0x26, 0x26, /* 0x30 */
     0x26, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x3f, 0x37, 0x37, 0x37, 0x37, 0x37, 0x37, 0x37, 0x37, 0x37, /* 0x40 */
     0x37, 0x37, 0x37, 0x37, 0x37, 0x37, 0x37, 0x37, 0x37, 0x37, 0x37, 0x26, 0x06, 0x26, 0x27, 0x37, /* 0x50 */
@@ -173,17 +180,19 @@ static inline const uchar *skip_value(const uchar *p, const uchar *end)
     }
 }
 
-/* Skips visible ASCII (0x21..0x7e); returns the first other byte or end. */
-static inline const uchar *skip_visible(const uchar *p, const uchar *end)
+/* Skips request-target bytes (visible ASCII 0x21..0x7e but '#', which starts
+ * a fragment, never sent in a request); returns the first other byte or end. */
+static inline const uchar *skip_target(const uchar *p, const uchar *end)
 {
     while (end - p >= 8) {
         uint64_t w;
         memcpy(&w, p, 8);
-        if (HAS_LESS(w, 0x21) | (w & HIGHS) | HAS_ZERO(w ^ (ONES * 0x7f)))
+        if (HAS_LESS(w, 0x21) | (w & HIGHS) | HAS_ZERO(w ^ (ONES * 0x7f)) |
+            HAS_ZERO(w ^ (ONES * '#')))
             break;
         p += 8;
     }
-    while (p < end && (cls[*p] & C_VIS))
+    while (p < end && (cls[*p] & C_TGT))
         p++;
     return p;
 }
@@ -346,6 +355,66 @@ static bool valid_authority(const uchar *s, size_t len, bool need_port)
     return port <= 65535;
 }
 
+/* An authority (already checked by valid_authority) split into host and port;
+ * port is -1 when absent. */
+struct authority {
+    const uchar *host;
+    size_t host_len;
+    long port;
+};
+
+static void split_authority(const uchar *s, size_t len, struct authority *a)
+{
+    size_t i = 0;
+    if (len > 0 && s[0] == '[') {
+        while (i < len && s[i] != ']')
+            i++;
+        if (i < len)
+            i++;
+    } else {
+        while (i < len && s[i] != ':')
+            i++;
+    }
+    a->host = s;
+    a->host_len = i;
+    a->port = -1;
+    if (i < len && s[i] == ':') {
+        long port = 0;
+        for (i++; i < len; i++)
+            port = port * 10 + (s[i] - '0');
+        a->port = port;
+    }
+}
+
+static bool absolute_form(const char *t, size_t tlen)
+{
+    return (tlen >= 7 && h1_token_eq(t, 7, "http://")) ||
+           (tlen >= 8 && h1_token_eq(t, 8, "https://"));
+}
+
+/*
+ * For an absolute-form target ("http://a.example:8080/x"), whether its
+ * authority and the Host field value name the same host and port: hosts
+ * compared case-insensitively, an absent port standing for the scheme's
+ * default (80 for http, 443 for https). RFC 9112 §3.2.2 has a server ignore
+ * Host then; a proxy that lets both through lets the next hop choose, so
+ * limpet requires them to agree.
+ */
+static bool target_matches_host(const uchar *t, size_t tlen, const uchar *h, size_t hlen)
+{
+    bool https = tlen > 4 && (t[4] == 's' || t[4] == 'S');
+    size_t skip = https ? 8 : 7;
+    const uchar *a = t + skip, *e = t + tlen, *q = a;
+    while (q < e && *q != '/' && *q != '?')
+        q++;
+    struct authority ta, ha;
+    split_authority(a, (size_t)(q - a), &ta);
+    split_authority(h, hlen, &ha);
+    long dflt = https ? 443 : 80;
+    return ci_eq((const char *)ta.host, ta.host_len, (const char *)ha.host, ha.host_len) &&
+           (ta.port < 0 ? dflt : ta.port) == (ha.port < 0 ? dflt : ha.port);
+}
+
 /* Checks the request-target form against the method (RFC 9112 §3.2). */
 static const char *check_target(const uchar *m, size_t mlen, const uchar *t, size_t tlen)
 {
@@ -419,12 +488,14 @@ int h1_parse_request(const char *buf_, size_t len, size_t max_head_bytes,
 
     /* request-target SP */
     const uchar *target = ++p;
-    p = skip_visible(p, le);
+    p = skip_target(p, le);
     if (p == le)
         goto rl_more;
     if (*p != ' ') {
         if (*p == '\r' && p > target)
             return fail(err, 400, "missing HTTP version");
+        if (*p == '#')
+            return fail(err, 400, "fragment in request-target");
         return fail(err, 400, bad_byte_reason(*p, "invalid character in request-target"));
     }
     if (p == target)
@@ -814,6 +885,11 @@ int h1_request_semantics(const struct h1_request *req, struct h1_semantics *sem)
         return sem_fail(sem, 400, "missing Host");
     if (f.host && !valid_authority((const uchar *)f.host->value, f.host->value_len, false))
         return sem_fail(sem, 400, "invalid Host");
+    /* absolute-form (an authority-form CONNECT target has no "//") */
+    if (f.host && absolute_form(req->target, req->target_len) &&
+        !target_matches_host((const uchar *)req->target, req->target_len,
+                             (const uchar *)f.host->value, f.host->value_len))
+        return sem_fail(sem, 400, "Host does not match request-target");
     sem->host = f.host;
 
     if (req->minor_version == 1) {
@@ -841,6 +917,11 @@ int h1_response_semantics(const struct h1_response *resp, const char *req_method
         return -1;
     if (check_framing(&f, resp->minor_version, sem) < 0)
         return -1;
+    /* A 1xx or 204 never has a body (RFC 9112 §6.3), and its sender must not
+     * frame one (RFC 9110 §8.6, RFC 9112 §6.1): an origin that does may well
+     * send the body, which would then be read as the next response. */
+    if ((st < 200 || st == 204) && (f.te_fields || f.cl))
+        return sem_fail(sem, 400, "Transfer-Encoding or Content-Length in a 1xx or 204 response");
 
     if (resp->minor_version == 1)
         sem->keep_alive = !f.conn_close;

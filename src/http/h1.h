@@ -109,12 +109,16 @@ struct h1_semantics {
  * -1 with sem->error set: both Content-Length and Transfer-Encoding, differing
  * or non-digit Content-Length values, Transfer-Encoding on HTTP/1.0 or other
  * than a single final "chunked" (501 for an unknown coding), missing or repeated
- * Host on HTTP/1.1, Connection naming Host/Content-Length/Transfer-Encoding.
+ * Host on HTTP/1.1, an invalid Host, a Host that does not name the authority of
+ * an absolute-form target, Connection naming Host/Content-Length/
+ * Transfer-Encoding. (Request-line errors, '#' in the target among them, come
+ * from h1_parse_request().)
  */
 int h1_request_semantics(const struct h1_request *req, struct h1_semantics *sem);
 
 /* Same for a response to a request with the given method (HEAD, and 1xx, 204
- * and 304 statuses have no body; a 2xx answer to CONNECT is refused). */
+ * and 304 statuses have no body; a 2xx answer to CONNECT is refused, and so is
+ * a 1xx or 204 carrying Transfer-Encoding or a non-zero Content-Length). */
 int h1_response_semantics(const struct h1_response *resp, const char *req_method,
                           size_t req_method_len, struct h1_semantics *sem);
 

@@ -51,18 +51,31 @@ static void detach_origin(struct client *c, bool reusable)
     struct origin_conn *oc = ex->oc;
     if (!oc)
         return;
-    struct worker *w = c->worker;
-    struct steer_slot *slot = &w->pools[oc->pool].slots[oc->origin];
+    struct steer_slot *slot = &c->worker->origins[oc->origin_id].steer;
     if (slot->active > 0)
         slot->active--;
     ex->oc = NULL;
     origin_conn_release(oc, reusable);
 }
 
+/* The configuration a client connection currently works with. */
+static const struct config *client_cfg(const struct client *c)
+{
+    return c->ex.use ? c->ex.use->snap->cfg : c->worker->cur->snap->cfg;
+}
+
+/* Ends the exchange's hold on its origin connection and snapshot. */
+static void release_exchange(struct client *c, bool origin_reusable)
+{
+    detach_origin(c, origin_reusable);
+    worker_snapshot_put(c->worker, c->ex.use);
+    c->ex.use = NULL;
+}
+
 void client_close(struct client *c)
 {
     struct worker *w = c->worker;
-    detach_origin(c, false);
+    release_exchange(c, false);
     timer_cancel(&w->loop, &c->timer);
     loop_unwatch(&w->loop, &c->io);
     close(c->io.fd);
@@ -114,7 +127,7 @@ void client_accept(struct listener *l, int fd, const struct sockaddr *peer)
         w->clients->prev = c;
     w->clients = c;
     w->num_clients++;
-    timer_arm(&w->loop, &c->timer, seconds_ms(w->cfg->timeouts.request_header));
+    timer_arm(&w->loop, &c->timer, seconds_ms(w->cur->snap->cfg->timeouts.request_header));
 }
 
 void client_stop_idle(struct worker *w)
@@ -136,8 +149,9 @@ static void log_exchange(struct client *c, int status)
 {
     struct worker *w = c->worker;
     struct exchange *ex = &c->ex;
-    const struct config *cfg = w->cfg;
-    const struct cfg_pool *pool = ex->pool >= 0 ? &cfg->pools[ex->pool] : NULL;
+    const struct config *cfg = client_cfg(c);
+    long lb = ex->use ? ex->lb : c->listener->lb_index;
+    const struct cfg_pool *pool = ex->use && ex->pool >= 0 ? &cfg->pools[ex->pool] : NULL;
     struct access_entry e = {
         .time_us = ex->start_us ? ex->start_us : clock_wall_us(),
         .client = c->ip,
@@ -146,7 +160,7 @@ static void log_exchange(struct client *c, int status)
         .status = status,
         .bytes = ex->bytes_out,
         .duration_ms = ex->start_us ? (double)(clock_wall_us() - ex->start_us) / 1000.0 : 0.0,
-        .load_balancer = cfg->load_balancers[c->listener->cfg->load_balancer].name,
+        .load_balancer = lb >= 0 ? cfg->load_balancers[lb].name : NULL,
         .pool = pool ? pool->name : NULL,
         .origin = pool && ex->origin >= 0 ? pool->origins[ex->origin].name : NULL,
         .affinity = ex->affinity,
@@ -176,7 +190,6 @@ static const char *status_reason(int status)
 static void send_error(struct client *c, int status)
 {
     struct exchange *ex = &c->ex;
-    detach_origin(c, false);
     const char *reason = status_reason(status);
     char retry[40] = "";
     if (status == 503)
@@ -193,10 +206,11 @@ static void send_error(struct client *c, int status)
         ex->start_ms = 0;
     }
     log_exchange(c, status);
+    release_exchange(c, false);
     c->err_data = ex->req_extra;
     c->err_left = (size_t)n;
     c->state = CS_SEND_ERROR;
-    c->close_deadline_ms = c->worker->loop.now_ms + seconds_ms(c->worker->cfg->timeouts.client);
+    c->close_deadline_ms = c->worker->loop.now_ms + seconds_ms(client_cfg(c)->timeouts.client);
 }
 
 static void start_linger(struct client *c)
@@ -265,8 +279,8 @@ static int build_request_head(struct client *c, struct h1_semantics *sem)
     struct worker *w = c->worker;
     struct exchange *ex = &c->ex;
     const char *head = c->in->data + ex->req_start;
-    int r = h1_parse_request(head, c->in->end - ex->req_start, w->cfg->limits.max_header_bytes,
-                             &w->req);
+    int r = h1_parse_request(head, c->in->end - ex->req_start,
+                             client_cfg(c)->limits.max_header_bytes, &w->req);
     if (r <= 0)
         return r == H1_INVALID ? w->req.error.status : 400;
     if (h1_request_semantics(&w->req, sem) < 0)
@@ -285,6 +299,8 @@ static enum step start_exchange(struct client *c, size_t head_len)
     ex->start_ms = w->loop.now_ms;
     ex->req_start = c->in->start;
     ex->head_len = (uint32_t)head_len;
+    ex->use = worker_snapshot_get(w);
+    ex->lb = c->listener->lb_index;
     copy_for_log(ex, &w->req);
 
     struct h1_semantics *sem = &w->sem;
@@ -312,7 +328,7 @@ static enum step step_read_head(struct client *c)
     for (;;) {
         if (c->in && buf_len(c->in) > 0) {
             int r = h1_parse_request(c->in->data + c->in->start, buf_len(c->in),
-                                     w->cfg->limits.max_header_bytes, &w->req);
+                                     client_cfg(c)->limits.max_header_bytes, &w->req);
             if (r > 0)
                 return start_exchange(c, (size_t)r);
             if (r == H1_INVALID) {
@@ -381,28 +397,29 @@ static enum step connect_origin(struct client *c)
             return STEP_PROGRESS;
         }
         int err = 0;
-        struct origin_conn *oc = origin_conn_acquire(w, (size_t)ex->pool, (size_t)ex->origin,
-                                                     ex->fresh_conn_only, &err);
+        struct origin_conn *oc = origin_conn_acquire(w, ex->use->snap, (size_t)ex->pool,
+                                                     (size_t)ex->origin, ex->fresh_conn_only,
+                                                     &err);
         ex->fresh_conn_only = false;
         if (oc) {
             oc->client = c;
             ex->oc = oc;
             ex->connect_start_ms = ex->origin_io_ms = w->loop.now_ms;
             ex->req_sent_on_conn = 0;
-            w->pools[ex->pool].slots[ex->origin].active++;
+            w->origins[oc->origin_id].steer.active++;
             return STEP_PROGRESS;
         }
-        route_origin_failed(w, (size_t)ex->pool, (size_t)ex->origin);
+        route_origin_failed(c, err);
         ex->connect_failed_any = true;
     }
 }
 
 /* The connection could not be opened (refused, unreachable, timed out):
  * nothing was sent, so any other origin may take the request. */
-static enum step connect_failed(struct client *c)
+static enum step connect_failed(struct client *c, int err)
 {
     struct exchange *ex = &c->ex;
-    route_origin_failed(c->worker, (size_t)ex->pool, (size_t)ex->origin);
+    route_origin_failed(c, err);
     ex->connect_failed_any = true;
     detach_origin(c, false);
     return connect_origin(c);
@@ -429,10 +446,10 @@ static enum step origin_failed(struct client *c)
     bool may_replay = !ex->resp_any_byte && ex->replayable && ex->num_tried < MAX_ATTEMPTS &&
                       (ex->req_sent_on_conn == 0 ||
                        (method_idempotent(ex) &&
-                        consumed <= c->worker->cfg->limits.retry_buffer_bytes));
+                        consumed <= client_cfg(c)->limits.retry_buffer_bytes));
     if (may_replay && rewind_request(c)) {
         if (!reused)
-            route_origin_failed(c->worker, (size_t)ex->pool, (size_t)ex->origin);
+            route_origin_failed(c, ECONNRESET);
         detach_origin(c, false);
         ex->fresh_conn_only = reused; /* a stale keep-alive connection: same origin, new conn */
         return connect_origin(c);
@@ -820,8 +837,8 @@ static enum step finish_exchange(struct client *c)
     struct worker *w = c->worker;
     struct exchange *ex = &c->ex;
     log_exchange(c, ex->status);
-    detach_origin(c, ex->resp_keep_alive && ex->req_done && !ex->origin_eof);
-    route_origin_succeeded(w, (size_t)ex->pool, (size_t)ex->origin);
+    route_origin_succeeded(c);
+    release_exchange(c, ex->resp_keep_alive && ex->req_done && !ex->origin_eof);
     c->requests++;
     if (ex->close_client || !ex->req_done || w->stopping) {
         start_linger(c);
@@ -845,8 +862,9 @@ static enum step step_exchange(struct client *c)
     if (oc->state == OC_CONNECTING) {
         if (!oc->writable)
             return STEP_BLOCKED;
-        if (origin_conn_connect_result(oc) < 0)
-            return connect_failed(c);
+        int rc = origin_conn_connect_result(oc);
+        if (rc < 0)
+            return connect_failed(c, rc);
     }
     enum step sent = send_request(c);
     if (sent == STEP_CLOSED || c->state != CS_EXCHANGE || ex->oc != oc)
@@ -863,8 +881,7 @@ static enum step step_exchange(struct client *c)
 
 static uint64_t client_deadline(const struct client *c)
 {
-    const struct worker *w = c->worker;
-    const struct cfg_timeouts *t = &w->cfg->timeouts;
+    const struct cfg_timeouts *t = &client_cfg(c)->timeouts;
     const struct exchange *ex = &c->ex;
     switch (c->state) {
     case CS_READ_HEAD:
@@ -918,7 +935,7 @@ static void client_timer_cb(struct loop *loop, struct timer *t)
         return;
     case CS_EXCHANGE:
         if (ex->oc && ex->oc->state == OC_CONNECTING) {
-            if (connect_failed(c) == STEP_CLOSED)
+            if (connect_failed(c, -ETIMEDOUT) == STEP_CLOSED)
                 return;
             break;
         }

@@ -39,7 +39,7 @@ static void oc_free(struct origin_conn *oc)
 
 static void idle_unlink(struct origin_conn *oc)
 {
-    struct origin_rt *rt = &oc->worker->pools[oc->pool].origins[oc->origin];
+    struct origin_rt *rt = &oc->worker->origins[oc->origin_id];
     for (struct origin_conn **pp = &rt->idle; *pp; pp = &(*pp)->next) {
         if (*pp == oc) {
             *pp = oc->next;
@@ -93,10 +93,11 @@ static struct origin_conn *oc_alloc(struct worker *w)
     return oc;
 }
 
-struct origin_conn *origin_conn_acquire(struct worker *w, size_t pool, size_t origin,
-                                        bool fresh_only, int *err)
+struct origin_conn *origin_conn_acquire(struct worker *w, const struct snapshot *s,
+                                        size_t pool, size_t origin, bool fresh_only, int *err)
 {
-    struct origin_rt *rt = &w->pools[pool].origins[origin];
+    const struct origin_shared *os = s->pools[pool].origins[origin];
+    struct origin_rt *rt = worker_origin_rt(w, os);
     struct origin_conn *oc = fresh_only ? NULL : rt->idle;
     if (oc) {
         rt->idle = oc->next;
@@ -108,7 +109,7 @@ struct origin_conn *origin_conn_acquire(struct worker *w, size_t pool, size_t or
         return oc;
     }
 
-    const struct addr *a = &w->cfg->pools[pool].origins[origin].addr;
+    const struct addr *a = &s->cfg->pools[pool].origins[origin].addr;
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
     if (fd < 0) {
         *err = -errno;
@@ -128,8 +129,8 @@ struct origin_conn *origin_conn_acquire(struct worker *w, size_t pool, size_t or
         *err = -ENOMEM;
         return NULL;
     }
-    oc->pool = pool;
-    oc->origin = origin;
+    oc->origin_id = os->id;
+    oc->generation = os->generation;
     oc->state = rc == 0 ? OC_ACTIVE : OC_CONNECTING;
     oc->writable = rc == 0;
     rc = loop_watch(&w->loop, &oc->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, oc_event_cb);
@@ -158,9 +159,10 @@ int origin_conn_connect_result(struct origin_conn *oc)
 void origin_conn_release(struct origin_conn *oc, bool reusable)
 {
     struct worker *w = oc->worker;
-    struct origin_rt *rt = &w->pools[oc->pool].origins[oc->origin];
+    struct origin_rt *rt = &w->origins[oc->origin_id];
     oc->client = NULL;
-    if (!reusable || w->stopping || rt->num_idle >= w->max_idle_per_origin ||
+    if (!reusable || w->stopping || rt->generation != oc->generation ||
+        rt->num_idle >= w->max_idle_per_origin ||
         (oc->in && buf_len(oc->in) > 0)) {
         oc_free(oc);
         return;
@@ -181,20 +183,17 @@ void origin_conn_release(struct origin_conn *oc, bool reusable)
     oc->next = rt->idle;
     rt->idle = oc;
     rt->num_idle++;
-    timer_arm(&w->loop, &oc->idle_timer, (uint64_t)(w->cfg->timeouts.keepalive * 1000.0));
+    timer_arm(&w->loop, &oc->idle_timer,
+              (uint64_t)(w->cur->snap->cfg->timeouts.keepalive * 1000.0));
 }
 
-void origin_conn_close_all_idle(struct worker *w)
+void origin_conn_close_idle(struct worker *w, struct origin_rt *rt)
 {
-    for (size_t p = 0; p < w->cfg->num_pools; p++) {
-        for (size_t o = 0; o < w->cfg->pools[p].num_origins; o++) {
-            struct origin_rt *rt = &w->pools[p].origins[o];
-            while (rt->idle) {
-                struct origin_conn *oc = rt->idle;
-                rt->idle = oc->next;
-                rt->num_idle--;
-                oc_free(oc);
-            }
-        }
+    (void)w;
+    while (rt->idle) {
+        struct origin_conn *oc = rt->idle;
+        rt->idle = oc->next;
+        rt->num_idle--;
+        oc_free(oc);
     }
 }

@@ -26,6 +26,9 @@
 struct worker;
 struct listener;
 struct buf;
+struct origin_rt;
+struct snap_use;
+struct snapshot;
 
 #define HEAD_IOV_MAX (H1_MAX_HEADERS + 12)
 #define EXTRA_HEAD_BYTES 512
@@ -43,7 +46,8 @@ struct origin_conn {
     struct io_watch io;
     struct worker *worker;
     enum oc_state state;
-    size_t pool, origin;            /* which origin (config indexes) */
+    uint32_t origin_id;             /* origin_shared.id: its slot in worker->origins */
+    uint32_t generation;            /* origin_shared.generation when opened */
     struct client *client;          /* owner while active */
     struct origin_conn *next;       /* idle-list or free-list link */
     struct buf *in;                 /* response bytes from the origin */
@@ -69,6 +73,8 @@ struct exchange {
     int minor_version;
 
     /* routing */
+    struct snap_use *use;           /* the snapshot this exchange runs on */
+    long lb;                        /* load balancer index in use->snap */
     long pool, origin;              /* chosen origin, -1 before routing */
     struct { uint16_t pool, origin; } tried[MAX_ATTEMPTS];
     unsigned num_tried;
@@ -152,26 +158,27 @@ void client_origin_event(struct client *c);
 
 /* ---- origin connections (origin_conn.c) ---- */
 
-/* An idle connection to the origin, or a new one being connected. Returns
- * NULL with *err set (-errno) when the connection could not even be started;
- * -ECONNREFUSED and friends mean the origin is not reachable. */
-struct origin_conn *origin_conn_acquire(struct worker *w, size_t pool, size_t origin,
-                                        bool fresh_only, int *err);
+/* An idle connection to origin (pool, origin) of snapshot s, or a new one
+ * being connected. Returns NULL with *err set (-errno) when the connection
+ * could not even be started; -ECONNREFUSED and friends mean the origin is not
+ * reachable. */
+struct origin_conn *origin_conn_acquire(struct worker *w, const struct snapshot *s,
+                                        size_t pool, size_t origin, bool fresh_only, int *err);
 /* Returns a connection whose exchange ended cleanly to the idle list, or closes it. */
 void origin_conn_release(struct origin_conn *oc, bool reusable);
 /* Checks a completed non-blocking connect. Returns 0 or -errno. */
 int origin_conn_connect_result(struct origin_conn *oc);
-/* Closes every idle connection of the worker (shutdown). */
-void origin_conn_close_all_idle(struct worker *w);
+/* Closes the idle connections kept in one origin slot. */
+void origin_conn_close_idle(struct worker *w, struct origin_rt *rt);
 
 /* ---- routing (route.c) ---- */
 
 /* Chooses a pool and origin for the exchange among those not tried yet.
  * Returns 0, or -1 when no origin is usable. */
 int route_choose(struct client *c);
-/* Passive health: record a connect failure / success for an origin. */
-void route_origin_failed(struct worker *w, size_t pool, size_t origin);
-void route_origin_succeeded(struct worker *w, size_t pool, size_t origin);
+/* Passive health: record a connect failure / success for the exchange's origin. */
+void route_origin_failed(struct client *c, int err);
+void route_origin_succeeded(struct client *c);
 
 /* ---- head rewriting (forward.c) ---- */
 

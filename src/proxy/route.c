@@ -12,6 +12,9 @@
  */
 #include "proxy/proxy.h"
 
+#include <string.h>
+
+#include "core/log.h"
 #include "core/worker.h"
 
 #define PASSIVE_BACKOFF_MIN_MS 1000u
@@ -28,34 +31,47 @@ static bool already_tried(const struct exchange *ex, size_t pool, size_t origin)
 /* Chooses an origin in one pool; returns its index or -1. */
 static long choose_in_pool(struct worker *w, struct exchange *ex, size_t p)
 {
-    const struct cfg_pool *pool = &w->cfg->pools[p];
-    struct origin_rt *rt = w->pools[p].origins;
+    const struct snapshot *s = ex->use->snap;
+    const struct cfg_pool *pool = &s->cfg->pools[p];
     bool *candidate = w->candidate_scratch;
     bool any = false;
     uint64_t now = w->loop.now_ms;
 
     for (size_t o = 0; o < pool->num_origins; o++) {
-        const struct cfg_origin *origin = &pool->origins[o];
-        candidate[o] = origin->state == ORIGIN_ENABLED && origin->weight > 0 &&
-                       rt[o].retry_after_ms <= now && !already_tried(ex, p, o);
+        const struct origin_shared *os = s->pools[p].origins[o];
+        candidate[o] = snapshot_origin_usable(s, p, o) &&
+                       atomic_load_explicit(&os->retry_after_ms, memory_order_relaxed) <= now &&
+                       !already_tried(ex, p, o);
         any |= candidate[o];
     }
     if (!any)
         return -1;
-
-    return steer_pick(pool->origin_steering, pool->origins, w->pools[p].slots, candidate,
+    return steer_pick(pool->origin_steering, pool->origins, w->pool_slots[p], candidate,
                       pool->num_origins, &w->rng);
+}
+
+/* Moves an exchange that outlived its snapshot onto the current one (a retry
+ * routes with the newest configuration; origin indexes start afresh). */
+static void follow_current_snapshot(struct client *c)
+{
+    struct worker *w = c->worker;
+    struct exchange *ex = &c->ex;
+    if (ex->use == w->cur)
+        return;
+    worker_snapshot_put(w, ex->use);
+    ex->use = worker_snapshot_get(w);
+    ex->lb = c->listener->lb_index;
+    ex->num_tried = 0;
 }
 
 int route_choose(struct client *c)
 {
     struct worker *w = c->worker;
     struct exchange *ex = &c->ex;
-    const struct cfg_load_balancer *lb =
-        &w->cfg->load_balancers[c->listener->cfg->load_balancer];
-
-    if (ex->num_tried >= MAX_ATTEMPTS)
+    follow_current_snapshot(c);
+    if (ex->num_tried >= MAX_ATTEMPTS || ex->lb < 0)
         return -1;
+    const struct cfg_load_balancer *lb = &ex->use->snap->cfg->load_balancers[ex->lb];
     for (size_t i = 0; i <= lb->num_default_pools; i++) {
         long p;
         if (i < lb->num_default_pools)
@@ -78,20 +94,30 @@ int route_choose(struct client *c)
     return -1;
 }
 
-void route_origin_failed(struct worker *w, size_t pool, size_t origin)
+void route_origin_failed(struct client *c, int err)
 {
-    struct origin_rt *rt = &w->pools[pool].origins[origin];
-    unsigned shift = rt->connect_failures < 4 ? rt->connect_failures : 4;
+    struct exchange *ex = &c->ex;
+    const struct snapshot *s = ex->use->snap;
+    struct origin_shared *os = s->pools[ex->pool].origins[ex->origin];
+    unsigned failures = atomic_fetch_add(&os->passive_failures, 1);
+    unsigned shift = failures < 4 ? failures : 4;
     uint64_t backoff = (uint64_t)PASSIVE_BACKOFF_MIN_MS << shift;
     if (backoff > PASSIVE_BACKOFF_MAX_MS)
         backoff = PASSIVE_BACKOFF_MAX_MS;
-    rt->connect_failures++;
-    rt->retry_after_ms = w->loop.now_ms + backoff;
+    atomic_store(&os->retry_after_ms, c->worker->loop.now_ms + backoff);
+    if (failures == 0)
+        log_error("origin %s/%s unreachable (%s): not chosen for %llu ms, longer while it fails",
+                  os->pool, os->name, strerror(err > 0 ? err : -err),
+                  (unsigned long long)backoff);
 }
 
-void route_origin_succeeded(struct worker *w, size_t pool, size_t origin)
+void route_origin_succeeded(struct client *c)
 {
-    struct origin_rt *rt = &w->pools[pool].origins[origin];
-    rt->connect_failures = 0;
-    rt->retry_after_ms = 0;
+    struct exchange *ex = &c->ex;
+    struct origin_shared *os = ex->use->snap->pools[ex->pool].origins[ex->origin];
+    if (atomic_load_explicit(&os->passive_failures, memory_order_relaxed) == 0)
+        return;
+    atomic_store(&os->passive_failures, 0);
+    atomic_store(&os->retry_after_ms, 0);
+    log_error("origin %s/%s reachable again", os->pool, os->name);
 }

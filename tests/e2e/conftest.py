@@ -4,7 +4,9 @@ Fixtures
   limpet        factory: limpet(config_dict, name="limpet", check_exit=True) -> Limpet
                 (started, listening); stopped with SIGTERM at teardown, which
                 must give exit code 0 within 10 s.
-  origin        factory: origin(name="o1", handler=None, idle_close=None, port=0) -> RecordingOrigin
+  origin        factory: origin(name="o1", handler=None, idle_close=None, port=0) -> RecordingOrigin;
+                at teardown, fails if an origin received a malformed request
+                (bad request line / header field, CL and TE, bad chunking)
   demo_origins  factory: demo_origins(n, prefix="demo") -> [DemoOrigin]
   raw           factory: raw(port, timeout=10) -> RawClient (closed at teardown)
 
@@ -94,8 +96,15 @@ def origin():
         return o
 
     yield make
+    problems = []
     for o in made:
         o.stop()
+        for e in o.protocol_errors:
+            problems.append(f"origin {o.name} received a malformed request: {e}")
+        for e in o.handler_errors:
+            problems.append(f"origin {o.name} handler raised:\n{e}")
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
 
 
 @pytest.fixture

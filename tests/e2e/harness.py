@@ -367,6 +367,11 @@ def _decode_chunked(buf, pos):
     return bytes(body), trailers, pos
 
 
+def _framing_conflict(headers):
+    names = {k.lower() for k, _ in headers}
+    return "content-length" in names and "transfer-encoding" in names
+
+
 def _framing(msg):
     """('chunked', None) | ('length', n) | ('none', None)"""
     te = ",".join(msg.header_all("Transfer-Encoding")).strip().lower()
@@ -651,7 +656,9 @@ class RecordingOrigin:
         self.requests = []
         self.connections = 0
         self.open_connections = 0
-        self.errors = []          # exceptions / protocol errors seen
+        self.errors = []          # connection-level oddities (EOF mid-request, ...)
+        self.protocol_errors = [] # malformed requests received (checked at teardown)
+        self.handler_errors = []  # exceptions raised by the handler (checked at teardown)
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self._stop = threading.Event()
@@ -742,7 +749,7 @@ class RecordingOrigin:
                 try:
                     reply = self.handler(req)
                 except Exception:
-                    self.errors.append(traceback.format_exc())
+                    self.handler_errors.append(traceback.format_exc())
                     reply = Reply(500, "handler error\n", close=True)
                 if not self._send(s, req, reply):
                     return
@@ -751,7 +758,10 @@ class RecordingOrigin:
                     return
                 if reply.close or not self._keep_alive(req):
                     return
-        except (OSError, ValueError) as e:
+        except ValueError as e:
+            # limpet sent something that is not valid HTTP/1.1
+            self.protocol_errors.append(f"conn {conn_id}: {e}")
+        except OSError as e:
             if not self._stop.is_set() and not isinstance(e, (ConnectionResetError, BrokenPipeError, socket.timeout)):
                 self.errors.append(f"conn {conn_id}: {e!r}")
         finally:
@@ -798,8 +808,15 @@ class RecordingOrigin:
                 return None
         start, headers, head_len = _parse_head(buf)
         parts = start.split(" ")
-        if len(parts) != 3:
+        if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[0].isalpha():
             raise ValueError(f"bad request line {start!r}")
+        for k, v in headers:
+            if not k or k != k.strip() or any(ch in k for ch in " \t\r\n\0") or any(ch in v for ch in "\r\n\0"):
+                raise ValueError(f"bad header field {k!r}: {v!r}")
+        if "\n" in start or "\r" in start:
+            raise ValueError(f"bad request line {start!r}")
+        if _framing_conflict(headers):
+            raise ValueError(f"both Content-Length and Transfer-Encoding: {headers}")
         m = Message()
         m.method, m.target, m.version = parts
         m.headers = headers

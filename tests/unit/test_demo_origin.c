@@ -490,6 +490,23 @@ static void test_keep_alive_and_close(void **state)
     client_free(cl);
 }
 
+/* A client that sends its requests and shuts down its side (printf | nc)
+ * still gets every answer, then the close. */
+static void test_half_close(void **state)
+{
+    (void)state;
+    struct client *cl = client_new();
+    struct response r;
+    send_str(cl, "GET /status HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_int_equal(shutdown(cl->fd, SHUT_WR), 0);
+    assert_int_equal(read_response(cl, &r, false), 0);
+    assert_string_equal(r.body, "{\"state\":\"RUNNING\"}");
+    assert_int_equal(read_response(cl, &r, false), 0);
+    assert_non_null(strstr(r.body, "visit 1 of this session on t1"));
+    assert_true(reads_eof(cl));
+    client_free(cl);
+}
+
 static void test_malformed(void **state)
 {
     (void)state;
@@ -643,6 +660,7 @@ int main(void)
         cmocka_unit_test(test_pipelined),
         cmocka_unit_test(test_pipelined_backpressure),
         cmocka_unit_test(test_keep_alive_and_close),
+        cmocka_unit_test(test_half_close),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_head_too_large),
         cmocka_unit_test(test_request_bodies),

@@ -226,12 +226,67 @@ static void test_target_forms(void **state)
     assert_int_equal(REQ("CONNECT / HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     assert_int_equal(REQ("GET example.com:443 HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     assert_int_equal(REQ("GET http://example.com/x?y HTTP/1.1\r\nHost: example.com\r\n\r\n"), 0);
-    assert_int_equal(REQ("GET HTTPS://example.com:8443 HTTP/1.1\r\nHost: a\r\n\r\n"), 0);
+    assert_int_equal(REQ("GET HTTPS://example.com:8443 HTTP/1.1\r\nHost: example.com:8443\r\n\r\n"), 0);
     assert_int_equal(REQ("GET http://user@example.com/ HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     assert_int_equal(REQ("GET http:///x HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
     assert_int_equal(REQ("GET ftp://example.com/ HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
-    assert_int_equal(REQ("GET http://example.com/#frag HTTP/1.1\r\nHost: a\r\n\r\n"), 0);
+    assert_int_equal(REQ("GET http://example.com/#frag HTTP/1.1\r\nHost: example.com\r\n\r\n"), 400);
     assert_int_equal(REQ("GET http://example.com#frag HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+}
+
+static void test_target_fragment(void **state)
+{
+    (void)state;
+    assert_int_equal(REQ("GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+    assert_string_equal(rq.error.reason, "fragment in request-target");
+    assert_int_equal(REQ("GET /# HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+    assert_int_equal(REQ("GET /a?b#c HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+    assert_int_equal(REQ("GET /a/b/c/d/e/f/g/h#i HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+    assert_int_equal(REQ("GET # HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+    assert_int_equal(REQ("GET /a%23b HTTP/1.1\r\nHost: a\r\n\r\n"), 0); /* encoded: fine */
+}
+
+/* RFC 9112 §3.2.2: absolute-form and Host must name the same authority. */
+static void test_absolute_form_host(void **state)
+{
+    (void)state;
+#define ABS(target, host) REQ("GET " target " HTTP/1.1\r\nHost: " host "\r\n\r\n")
+    assert_int_equal(ABS("http://example.com/", "example.com"), 0);
+    assert_int_equal(ABS("http://example.com", "example.com"), 0);
+    assert_int_equal(ABS("http://example.com?q", "example.com"), 0);
+    assert_int_equal(ABS("http://EXAMPLE.com/", "example.COM"), 0);
+    assert_int_equal(ABS("http://example.com/", "example.com:80"), 0);
+    assert_int_equal(ABS("http://example.com:80/", "example.com"), 0);
+    assert_int_equal(ABS("http://example.com:0080/", "example.com"), 0);
+    assert_int_equal(ABS("https://example.com/", "example.com:443"), 0);
+    assert_int_equal(ABS("HTTPS://example.com:443/", "Example.com"), 0);
+    assert_int_equal(ABS("http://example.com:8080/x", "example.com:8080"), 0);
+    assert_int_equal(ABS("http://127.0.0.1:8080/x", "127.0.0.1:8080"), 0);
+    assert_int_equal(ABS("http://[::1]/x", "[::1]:80"), 0);
+    assert_int_equal(ABS("http://[::A]/x", "[::a]"), 0);
+    assert_int_equal(ABS("http://%41.example/x", "%41.EXAMPLE"), 0);
+
+    assert_int_equal(ABS("http://example.com/", "other.example"), 400);
+    assert_string_equal(sem.error.reason, "Host does not match request-target");
+    assert_int_equal(ABS("http://example.com/", "example.com.evil"), 400);
+    assert_int_equal(ABS("http://example.com/", "example.co"), 400);
+    assert_int_equal(ABS("http://example.com/", "example.com:8080"), 400);
+    assert_int_equal(ABS("http://example.com:8080/", "example.com"), 400);
+    assert_int_equal(ABS("http://example.com:8080/", "example.com:8081"), 400);
+    assert_int_equal(ABS("https://example.com/", "example.com:80"), 400);
+    assert_int_equal(ABS("http://example.com/", "example.com:443"), 400);
+    assert_int_equal(ABS("http://[::1]/", "[::2]"), 400);
+    assert_int_equal(ABS("http://[::1]/", "127.0.0.1"), 400);
+    assert_int_equal(ABS("http://a.example/", "a.example."), 400);
+#undef ABS
+    /* no Host: still refused on HTTP/1.1, fine on HTTP/1.0 */
+    assert_int_equal(REQ("GET http://example.com/ HTTP/1.1\r\n\r\n"), 400);
+    assert_int_equal(REQ("GET http://example.com/ HTTP/1.0\r\n\r\n"), 0);
+    assert_int_equal(REQ("GET http://example.com/ HTTP/1.0\r\nHost: other\r\n\r\n"), 400);
+    /* origin-form, "*" and authority-form are not compared */
+    assert_int_equal(REQ("GET /x HTTP/1.1\r\nHost: anything\r\n\r\n"), 0);
+    assert_int_equal(REQ("OPTIONS * HTTP/1.1\r\nHost: anything\r\n\r\n"), 0);
+    assert_int_equal(REQ("CONNECT http.example:443 HTTP/1.1\r\nHost: other:443\r\n\r\n"), 0);
 }
 
 static void test_request_line_414(void **state)
@@ -338,7 +393,7 @@ static void test_bad_byte_every_position(void **state)
 {
     (void)state;
     static const unsigned char bad_value[] = {0x00, 0x01, 0x0a, 0x0b, 0x0d, 0x1f, 0x7f};
-    static const unsigned char bad_target[] = {0x00, 0x09, 0x7f, 0x80, 0xff, 0x1f};
+    static const unsigned char bad_target[] = {0x00, 0x09, 0x7f, 0x80, 0xff, 0x1f, '#'};
     char m[256];
     for (size_t pos = 0; pos < 40; pos++) {
         for (size_t k = 0; k < sizeof(bad_value); k++) {
@@ -691,7 +746,7 @@ static void test_response_need_more_every_prefix(void **state)
 static void test_response_no_body_statuses(void **state)
 {
     (void)state;
-    assert_int_equal(RESP("HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n", "GET"), 0);
+    assert_int_equal(RESP("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", "GET"), 0);
     assert_int_equal(sem.body, H1_BODY_NONE);
     assert_true(sem.keep_alive);
     assert_int_equal(RESP("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", "GET"), 0);
@@ -703,6 +758,26 @@ static void test_response_no_body_statuses(void **state)
     assert_int_equal(RESP("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", "HEAD"), 0);
     assert_int_equal(sem.body, H1_BODY_NONE);
     assert_true(sem.keep_alive);
+}
+
+/* A 1xx or 204 that frames a body would have that body read as the next
+ * response: refused. Content-Length: 0 is harmless and common. */
+static void test_response_no_body_status_framing(void **state)
+{
+    (void)state;
+    assert_int_equal(RESP("HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n", "GET"), 400);
+    assert_int_equal(RESP("HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n", "GET"), 400);
+    assert_int_equal(RESP("HTTP/1.1 103 Early Hints\r\nContent-Length: 5\r\n\r\n", "GET"), 400);
+    assert_int_equal(RESP("HTTP/1.1 100 Continue\r\nTransfer-Encoding: chunked\r\n\r\n", "POST"), 400);
+    assert_int_equal(RESP("HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", "GET"), 0);
+    assert_int_equal(RESP("HTTP/1.1 204 No Content\r\nContent-Length: 000\r\n\r\n", "HEAD"), 0);
+    /* 304 and HEAD: the fields describe the representation, no body follows */
+    assert_int_equal(RESP("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n", "GET"), 0);
+    assert_int_equal(sem.body, H1_BODY_NONE);
+    assert_int_equal(RESP("HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n", "GET"), 0);
+    assert_int_equal(sem.body, H1_BODY_NONE);
+    assert_int_equal(RESP("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n", "HEAD"), 0);
+    assert_int_equal(sem.body, H1_BODY_NONE);
 }
 
 static void test_response_until_close(void **state)
@@ -1133,6 +1208,8 @@ int main(void)
         cmocka_unit_test(test_method_and_separators),
         cmocka_unit_test(test_target_bytes),
         cmocka_unit_test(test_target_forms),
+        cmocka_unit_test(test_target_fragment),
+        cmocka_unit_test(test_absolute_form_host),
         cmocka_unit_test(test_request_line_414),
         cmocka_unit_test(test_head_limit_in_request_line_414),
         cmocka_unit_test(test_head_limit_431),
@@ -1165,6 +1242,7 @@ int main(void)
         cmocka_unit_test(test_response_basic),
         cmocka_unit_test(test_response_need_more_every_prefix),
         cmocka_unit_test(test_response_no_body_statuses),
+        cmocka_unit_test(test_response_no_body_status_framing),
         cmocka_unit_test(test_response_until_close),
         cmocka_unit_test(test_response_chunked_and_keep_alive),
         cmocka_unit_test(test_response_framing_errors),

@@ -12,14 +12,15 @@
 #define N 3
 
 static struct cfg_origin origins[N];
-static struct steer_slot slots[N];
+static struct steer_slot slot_state[N];
+static struct steer_slot *const slots[N] = {&slot_state[0], &slot_state[1], &slot_state[2]};
 static bool candidate[N];
 static uint64_t rng = 42;
 
 static void setup_weights(unsigned a, unsigned b, unsigned c)
 {
     memset(origins, 0, sizeof(origins));
-    memset(slots, 0, sizeof(slots));
+    memset(slot_state, 0, sizeof(slot_state));
     origins[0].weight = a;
     origins[1].weight = b;
     origins[2].weight = c;
@@ -108,11 +109,11 @@ static void test_least_connections_prefers_idle(void **state)
 {
     (void)state;
     setup_weights(1, 1, 1);
-    slots[0].active = 5;
-    slots[1].active = 1;
-    slots[2].active = 3;
+    slot_state[0].active = 5;
+    slot_state[1].active = 1;
+    slot_state[2].active = 3;
     assert_int_equal(pick(STEER_LEAST_CONNECTIONS), 1);
-    slots[1].active = 9;
+    slot_state[1].active = 9;
     assert_int_equal(pick(STEER_LEAST_CONNECTIONS), 2);
 }
 
@@ -120,9 +121,9 @@ static void test_least_connections_weighs_load(void **state)
 {
     (void)state;
     setup_weights(1, 4, 1);
-    slots[0].active = 1; /* 1/1 */
-    slots[1].active = 3; /* 3/4: less loaded relative to weight */
-    slots[2].active = 2; /* 2/1 */
+    slot_state[0].active = 1; /* 1/1 */
+    slot_state[1].active = 3; /* 3/4: less loaded relative to weight */
+    slot_state[2].active = 2; /* 2/1 */
     assert_int_equal(pick(STEER_LEAST_CONNECTIONS), 1);
 }
 
@@ -148,7 +149,7 @@ static void test_two_choices_reaches_all_and_avoids_loaded(void **state)
     for (int i = 0; i < N; i++)
         assert_true(count[i] > 700);
     /* A heavily loaded origin is chosen only when both draws land on it. */
-    slots[0].active = 100;
+    slot_state[0].active = 100;
     memset(count, 0, sizeof(count));
     for (int i = 0; i < 3000; i++)
         count[pick(STEER_RANDOM)]++;

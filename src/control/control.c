@@ -1,0 +1,202 @@
+/*
+ * control — start-up, reloads, publication and shutdown (see control.h).
+ *
+ * Settings that shape threads or open descriptors at start (`threads`,
+ * `log.access`) keep their start-up value across reloads; a reload that
+ * changes them says so on stderr.
+ */
+#include "control/control.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "config/snapshot.h"
+#include "core/log.h"
+#include "core/worker.h"
+
+static unsigned worker_count(const struct config *cfg)
+{
+    if (cfg->threads)
+        return cfg->threads;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (unsigned)n : 1;
+}
+
+void control_publish(struct control *ctl, struct snapshot *s)
+{
+    snapshot_set_current(s);
+    for (unsigned i = 0; i < ctl->num_workers; i++)
+        worker_offer_snapshot(ctl->workers[i], s);
+}
+
+static bool same_string(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+int control_apply_config(struct control *ctl, struct config *cfg, char *err, size_t err_size)
+{
+    const struct config *running = snapshot_current()->cfg;
+    if (worker_count(cfg) != ctl->num_workers)
+        log_error("threads: a change takes effect at the next start (running %u)",
+                  ctl->num_workers);
+    if (!same_string(cfg->access_log, running->access_log))
+        log_error("log.access: a change takes effect at the next start (running \"%s\")",
+                  running->access_log);
+    struct snapshot *s = snapshot_build(cfg, err, err_size);
+    if (!s)
+        return -1;
+    control_publish(ctl, s);
+    return 0;
+}
+
+int control_reload(struct control *ctl, char *err, size_t err_size)
+{
+    if (!ctl->config_path) {
+        snprintf(err, err_size, "no config file to reload (built-in configuration)");
+        ctl->reload_failures++;
+        return -1;
+    }
+    struct config_errors errs = {0};
+    struct config *cfg = config_load_file(ctl->config_path, &errs);
+    if (!cfg) {
+        size_t n = 0;
+        err[0] = '\0';
+        for (size_t i = 0; i < errs.count && n + 2 < err_size; i++)
+            n += (size_t)snprintf(err + n, err_size - n, "%s%s", i ? "; " : "",
+                                  errs.messages[i]);
+        config_errors_fini(&errs);
+        ctl->reload_failures++;
+        return -1;
+    }
+    char why[512];
+    if (control_apply_config(ctl, cfg, why, sizeof(why)) < 0) {
+        snprintf(err, err_size, "%s: %s", ctl->config_path, why);
+        config_free(cfg);
+        ctl->reload_failures++;
+        return -1;
+    }
+    ctl->reloads++;
+    return 0;
+}
+
+static void signal_cb(struct loop *loop, struct io_watch *w, uint32_t events)
+{
+    (void)events;
+    struct control *ctl = loop->owner;
+    struct signalfd_siginfo si;
+    while (read(w->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if (si.ssi_signo == SIGHUP) {
+            char err[2048];
+            if (control_reload(ctl, err, sizeof(err)) == 0)
+                log_error("SIGHUP: configuration reloaded from %s", ctl->config_path);
+            else
+                log_error("SIGHUP: reload failed, running configuration kept: %s", err);
+            continue;
+        }
+        log_error("%s: stopping, finishing requests in flight (up to %gs)",
+                  si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT",
+                  snapshot_current()->cfg->timeouts.grace);
+        loop->stop = true;
+    }
+}
+
+static int start_workers(struct control *ctl, struct snapshot *s)
+{
+    ctl->workers = calloc(ctl->num_workers, sizeof(*ctl->workers));
+    if (!ctl->workers)
+        return -ENOMEM;
+    for (unsigned i = 0; i < ctl->num_workers; i++) {
+        ctl->workers[i] = worker_new(i, ctl->num_workers, s, ctl->access_log_fd);
+        if (!ctl->workers[i]) {
+            for (unsigned j = 0; j < i; j++) {
+                worker_free(ctl->workers[j]);
+                ctl->workers[j] = NULL;
+            }
+            return -1;
+        }
+    }
+    for (unsigned i = 0; i < ctl->num_workers; i++) {
+        int rc = worker_start(ctl->workers[i]);
+        if (rc < 0) {
+            log_error("cannot start worker %u: %s", i, strerror(-rc));
+            /* the ones not started are freed without joining */
+            for (unsigned j = i; j < ctl->num_workers; j++) {
+                worker_free(ctl->workers[j]);
+                ctl->workers[j] = NULL;
+            }
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static void stop_workers(struct control *ctl)
+{
+    for (unsigned i = 0; ctl->workers && i < ctl->num_workers; i++)
+        if (ctl->workers[i])
+            worker_stop(ctl->workers[i]);
+    for (unsigned i = 0; ctl->workers && i < ctl->num_workers; i++)
+        if (ctl->workers[i])
+            worker_join_and_free(ctl->workers[i]);
+    free(ctl->workers);
+    ctl->workers = NULL;
+}
+
+int control_run(struct config *cfg, const char *config_path, const sigset_t *signals)
+{
+    struct control ctl = {.config_path = config_path, .access_log_fd = -1};
+    int status = 1;
+    int sfd = -1;
+
+    ctl.num_workers = worker_count(cfg);
+    snapshot_system_init(ctl.num_workers);
+    if (loop_init(&ctl.loop, &ctl) < 0) {
+        log_error("cannot create the control loop: %s", strerror(errno));
+        config_free(cfg);
+        return 1;
+    }
+    ctl.started_ms = clock_ms();
+    if (access_log_open(cfg->access_log, &ctl.access_log_fd) < 0) {
+        config_free(cfg);
+        goto out;
+    }
+    char err[512];
+    struct snapshot *s = snapshot_build(cfg, err, sizeof(err));
+    if (!s) {
+        log_error("%s", err);
+        config_free(cfg);
+        goto out;
+    }
+    snapshot_set_current(s);
+    sfd = signalfd(-1, signals, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (sfd < 0 || loop_watch(&ctl.loop, &ctl.signals, sfd, EPOLLIN, signal_cb) < 0) {
+        log_error("cannot watch signals: %s", strerror(errno));
+        goto out;
+    }
+    if (start_workers(&ctl, s) < 0)
+        goto out;
+
+    for (size_t i = 0; i < s->cfg->num_listeners; i++)
+        log_error("listening on %s (load balancer %s), %u worker threads",
+                  s->cfg->listeners[i].address,
+                  s->cfg->load_balancers[s->cfg->listeners[i].load_balancer].name,
+                  ctl.num_workers);
+    loop_run(&ctl.loop);
+    status = 0;
+
+out:
+    stop_workers(&ctl);
+    snapshot_set_current(NULL);
+    if (sfd >= 0)
+        close(sfd);
+    loop_fini(&ctl.loop);
+    if (ctl.access_log_fd > STDERR_FILENO)
+        close(ctl.access_log_fd);
+    return status;
+}

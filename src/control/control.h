@@ -1,0 +1,55 @@
+/*
+ * control — the control thread: everything that is not traffic.
+ *
+ * It runs on the main thread with an event loop of its own: signals arrive
+ * through a signalfd (SIGHUP reloads, SIGTERM/SIGINT stop), and later work
+ * (health monitors, the admin API) adds its sockets and timers to the same
+ * loop. Every change of configuration or derived state ends in
+ * control_publish(): a new snapshot becomes current and is offered to every
+ * worker, which adopts it between events.
+ */
+#ifndef LIMPET_CONTROL_CONTROL_H
+#define LIMPET_CONTROL_CONTROL_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config/config.h"
+#include "core/loop.h"
+
+struct worker;
+struct snapshot;
+
+struct control {
+    struct loop loop;
+    struct io_watch signals;       /* signalfd: SIGHUP, SIGTERM, SIGINT */
+    const char *config_path;       /* NULL: built-in config (the demo), nothing to reload */
+    struct worker **workers;
+    unsigned num_workers;
+    int access_log_fd;
+    uint64_t reloads;              /* successful reloads */
+    uint64_t reload_failures;
+    uint64_t started_ms;           /* monotonic start time, for uptime */
+};
+
+/*
+ * Runs limpet on cfg (ownership passes here) until SIGTERM/SIGINT.
+ * config_path is the file to re-read on reload (NULL for none). The given
+ * signals must already be blocked in the calling thread. Returns the exit code.
+ */
+int control_run(struct config *cfg, const char *config_path, const sigset_t *signals);
+
+/* Re-reads the config file and publishes it; on failure the running config is
+ * kept and err says why. Returns 0 or -1. */
+int control_reload(struct control *ctl, char *err, size_t err_size);
+
+/* Builds a snapshot of cfg (taking ownership on success) and publishes it.
+ * Returns 0, or -1 with err set (cfg untouched). */
+int control_apply_config(struct control *ctl, struct config *cfg, char *err, size_t err_size);
+
+/* Publishes s (the caller's reference passes on) to every worker. */
+void control_publish(struct control *ctl, struct snapshot *s);
+
+#endif
