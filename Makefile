@@ -31,7 +31,10 @@ DEPS_STAMP   := $(BUILD)/.deps-ok
 .SECONDARY:
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/limpet
+CTL_SRC := $(wildcard tools/limpetctl.c)
+CTL_BIN := $(if $(CTL_SRC),$(BUILD)/limpetctl)
+
+all: $(BUILD)/limpet $(CTL_BIN)
 
 # Installs what is missing, once; prints the one command to run when not root.
 $(DEPS_STAMP):
@@ -54,6 +57,13 @@ deps: $(DEPS_STAMP)
 $(BUILD)/limpet: $(OBJS)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+$(BUILD)/limpetctl: $(BUILD)/obj/tools/limpetctl.o $(LIBOBJS)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# Files embedded with .incbin (the dashboard) are dependencies of their object.
+ASSETS := $(wildcard src/admin/*.html src/admin/*.js src/admin/*.css)
+$(BUILD)/obj/src/admin/assets.o $(BUILD)/san/src/admin/assets.o: $(ASSETS)
+
 $(BUILD)/obj/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c -o $@ $<
@@ -74,11 +84,15 @@ test: unit e2e
 unit: $(UNIT_BINS)
 	@$(PYTHON) tests/unit/run_all.py $(UNIT_BINS)
 
-e2e: $(BUILD)/limpet
+e2e: all
 	$(PYTHON) -m pytest -q tests/e2e
 
-bench: $(BUILD)/limpet
+bench: $(BUILD)/limpet $(BUILD)/affinity_bench
 	bench/run.sh
+	$(BUILD)/affinity_bench
+
+$(BUILD)/affinity_bench: bench/affinity_bench.c src/affinity/token.c src/affinity/token.h
+	$(CC) $(CFLAGS) -o $@ bench/affinity_bench.c src/affinity/token.c -lcrypto
 
 clean:
 	rm -rf $(BUILD)

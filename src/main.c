@@ -97,7 +97,8 @@ static int run_demo(const char *listen, unsigned num_origins, const sigset_t *si
                               "%s{\"name\": \"origin%u\", \"address\": \"127.0.0.1:%u\"}",
                               i ? ", " : "", i + 1, 9001 + i);
     snprintf(json + n, sizeof(json) - n,
-             "]}], \"load_balancers\": [{\"name\": \"demo\", \"default_pools\": [\"demo\"]}]}");
+             "]}], \"load_balancers\": [{\"name\": \"demo\", \"default_pools\": [\"demo\"],"
+             " \"session_affinity\": \"cookie\"}]}");
 
     struct config_errors errs = {0};
     struct config *cfg = config_load_string(json, "--demo", &errs);

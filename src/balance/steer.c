@@ -96,7 +96,8 @@ long steer_pick(enum origin_steering mode, const struct cfg_origin *origins,
     case STEER_RANDOM:
         return pick_two_choices(origins, slots, candidate, n, rng);
     case STEER_ROUND_ROBIN:
-    case STEER_HASH: /* refused by config until consistent hashing lands */
+    case STEER_HASH: /* the router looks the client up in the pool's Maglev table first;
+                      * this is its fallback when that origin cannot be used */
         break;
     }
     return pick_round_robin(origins, slots, candidate, n);

@@ -1265,17 +1265,15 @@ static void refuse_unsupported(struct walker *w, const struct config *c)
 {
 #define REFUSE(asked, ...) do { if (asked) refuse(w, __VA_ARGS__); } while (0)
     REFUSE(c->admin.enabled,                        "admin");
-    REFUSE(c->secret_file,                          "secret_file");
     REFUSE(c->num_client_regions > 0,               "client_regions");
-    REFUSE(c->num_monitors > 0,                     "monitors");
+    for (size_t i = 0; i < c->num_monitors; i++)
+        REFUSE(c->monitors[i].type == MONITOR_HTTPS, "monitors[%zu].type", i);
     for (size_t i = 0; i < c->num_listeners; i++) {
         const struct cfg_listener *l = &c->listeners[i];
         REFUSE(l->tls,                              "listen[%zu].tls", i);
     }
     for (size_t i = 0; i < c->num_pools; i++) {
         const struct cfg_pool *p = &c->pools[i];
-        REFUSE(p->monitor,                          "pools[%zu].monitor", i);
-        REFUSE(p->origin_steering == STEER_HASH,    "pools[%zu].origin_steering", i);
         for (size_t j = 0; j < p->num_origins; j++) {
             const struct cfg_origin *o = &p->origins[j];
             REFUSE(o->tls,                          "pools[%zu].origins[%zu].tls", i, j);
@@ -1285,8 +1283,6 @@ static void refuse_unsupported(struct walker *w, const struct config *c)
         const struct cfg_load_balancer *lb = &c->load_balancers[i];
         REFUSE(lb->steering_policy != POLICY_OFF,   "load_balancers[%zu].steering_policy", i);
         REFUSE(lb->num_region_pools > 0,            "load_balancers[%zu].region_pools", i);
-        REFUSE(lb->session_affinity != AFFINITY_NONE,
-                                                    "load_balancers[%zu].session_affinity", i);
     }
 #undef REFUSE
 }
@@ -1471,7 +1467,7 @@ struct config *config_load_json(struct json_t *doc, const char *name,
         json_incref(doc);
     else
         fail(&w, "no config document given");
-    return build(&w, doc, NULL);
+    return build(&w, doc, name);
 }
 
 /* ------------------------------------------------------------------------ */

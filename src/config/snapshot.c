@@ -9,7 +9,9 @@
  */
 #include "config/snapshot.h"
 
+#include "affinity/affinity.h"
 #include "core/loop.h"
+#include "core/stats.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -28,6 +30,21 @@ static size_t num_sockets;
 static unsigned workers = 1;
 static struct snapshot *current; /* control thread only */
 static uint64_t next_generation = 1;
+static char *lb_names[STATS_MAX_LBS]; /* id → name, for the life of the process */
+
+/* The stable id of a load balancer name (registry lock held); -1 when full. */
+static long lb_id(const char *name)
+{
+    for (size_t i = 0; i < STATS_MAX_LBS; i++) {
+        if (!lb_names[i]) {
+            lb_names[i] = strdup(name);
+            return lb_names[i] ? (long)i : -1;
+        }
+        if (strcmp(lb_names[i], name) == 0)
+            return (long)i;
+    }
+    return -1;
+}
 
 void snapshot_system_init(unsigned num_workers)
 {
@@ -176,10 +193,12 @@ static void release_registry_refs(struct snapshot *s, const struct config *cfg)
     pthread_mutex_unlock(&registry_lock);
     free(s->pools);
     free(s->listeners);
+    free(s->lb_ids);
 }
 
 static void snapshot_free(struct snapshot *s)
 {
+    affinity_tables_free(s->aff, s);
     release_registry_refs(s, s->cfg);
     config_free(s->cfg);
     free(s);
@@ -196,7 +215,8 @@ struct snapshot *snapshot_build(struct config *cfg, char *err, size_t err_size)
     s->cfg = cfg;
     s->pools = calloc(cfg->num_pools, sizeof(*s->pools));
     s->listeners = calloc(cfg->num_listeners, sizeof(*s->listeners));
-    bool ok = s->pools && s->listeners;
+    s->lb_ids = calloc(cfg->num_load_balancers, sizeof(*s->lb_ids));
+    bool ok = s->pools && s->listeners && s->lb_ids;
     if (!ok)
         snprintf(err, err_size, "out of memory");
 
@@ -217,6 +237,14 @@ struct snapshot *snapshot_build(struct config *cfg, char *err, size_t err_size)
                 break;
             }
         }
+    }
+    for (size_t i = 0; ok && i < cfg->num_load_balancers; i++) {
+        long id = lb_id(cfg->load_balancers[i].name);
+        if (id < 0) {
+            snprintf(err, err_size, "more than %d load balancer names", STATS_MAX_LBS);
+            ok = false;
+        }
+        s->lb_ids[i] = (uint32_t)id;
     }
     for (size_t i = 0; ok && i < cfg->num_listeners; i++) {
         s->listeners[i] = socket_get(&cfg->listeners[i], err, err_size);
@@ -239,6 +267,10 @@ struct snapshot *snapshot_build(struct config *cfg, char *err, size_t err_size)
         }
     }
     pthread_mutex_unlock(&registry_lock);
+    if (ok) {
+        s->aff = affinity_tables_build(s, err, err_size);
+        ok = s->aff != NULL;
+    }
     if (!ok) {
         release_registry_refs(s, cfg);
         free(s);

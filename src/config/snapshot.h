@@ -31,6 +31,8 @@
 
 #include "config/config.h"
 
+struct affinity_tables;
+
 #define SNAPSHOT_MAX_ORIGINS 4096
 
 struct origin_shared {
@@ -61,6 +63,8 @@ struct snapshot {
     struct config *cfg;             /* owned */
     struct snapshot_pool *pools;    /* [cfg->num_pools] */
     struct listen_socket **listeners;  /* [cfg->num_listeners] */
+    uint32_t *lb_ids;               /* [cfg->num_load_balancers]: stable id per name, < STATS_MAX_LBS */
+    struct affinity_tables *aff;    /* cookie keys, Maglev tables, cookie attributes */
 };
 
 /* Must be called once before anything else; num_workers fixes the number of

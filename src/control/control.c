@@ -18,6 +18,7 @@
 #include "config/snapshot.h"
 #include "core/log.h"
 #include "core/worker.h"
+#include "health/health.h"
 
 static unsigned worker_count(const struct config *cfg)
 {
@@ -32,6 +33,7 @@ void control_publish(struct control *ctl, struct snapshot *s)
     snapshot_set_current(s);
     for (unsigned i = 0; i < ctl->num_workers; i++)
         worker_offer_snapshot(ctl->workers[i], s);
+    health_sync(ctl->health, s);
 }
 
 static bool same_string(const char *a, const char *b)
@@ -53,6 +55,21 @@ int control_apply_config(struct control *ctl, struct config *cfg, char *err, siz
         return -1;
     control_publish(ctl, s);
     return 0;
+}
+
+int control_refresh(struct control *ctl)
+{
+    const struct config *running = snapshot_current()->cfg;
+    struct config_errors errs = {0};
+    struct config *cfg = config_load_json(running->doc, running->path, &errs);
+    char err[512] = "";
+    if (cfg && control_apply_config(ctl, cfg, err, sizeof(err)) == 0)
+        return 0;
+    log_error("cannot rebuild the configuration: %s",
+              cfg ? err : errs.count ? errs.messages[0] : "unknown error");
+    config_free(cfg);
+    config_errors_fini(&errs);
+    return -1;
 }
 
 int control_reload(struct control *ctl, char *err, size_t err_size)
@@ -174,6 +191,12 @@ int control_run(struct config *cfg, const char *config_path, const sigset_t *sig
         goto out;
     }
     snapshot_set_current(s);
+    ctl.health = health_new(&ctl);
+    if (!ctl.health) {
+        log_error("cannot start health checks: out of memory");
+        goto out;
+    }
+    health_sync(ctl.health, s);
     sfd = signalfd(-1, signals, SFD_NONBLOCK | SFD_CLOEXEC);
     if (sfd < 0 || loop_watch(&ctl.loop, &ctl.signals, sfd, EPOLLIN, signal_cb) < 0) {
         log_error("cannot watch signals: %s", strerror(errno));
@@ -192,6 +215,7 @@ int control_run(struct config *cfg, const char *config_path, const sigset_t *sig
 
 out:
     stop_workers(&ctl);
+    health_free(ctl.health);
     snapshot_set_current(NULL);
     if (sfd >= 0)
         close(sfd);

@@ -21,6 +21,7 @@
 
 struct worker;
 struct snapshot;
+struct health;
 
 struct control {
     struct loop loop;
@@ -32,6 +33,7 @@ struct control {
     uint64_t reloads;              /* successful reloads */
     uint64_t reload_failures;
     uint64_t started_ms;           /* monotonic start time, for uptime */
+    struct health *health;         /* monitors and passive checks (src/health) */
 };
 
 /*
@@ -48,6 +50,11 @@ int control_reload(struct control *ctl, char *err, size_t err_size);
 /* Builds a snapshot of cfg (taking ownership on success) and publishes it.
  * Returns 0, or -1 with err set (cfg untouched). */
 int control_apply_config(struct control *ctl, struct config *cfg, char *err, size_t err_size);
+
+/* Rebuilds the derived state of the current configuration (consistent-hash
+ * tables over usable origins) and publishes it: called when an origin's
+ * health changes. Returns 0 or -1 (logged). */
+int control_refresh(struct control *ctl);
 
 /* Publishes s (the caller's reference passes on) to every worker. */
 void control_publish(struct control *ctl, struct snapshot *s);

@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "affinity/affinity.h"
 #include "proxy/proxy.h"
 
 #define ACCEPT_BATCH 64
@@ -172,11 +173,27 @@ static void retire(struct worker *w, struct snap_use *use)
     w->retired = use;
 }
 
+/* Binds the worker's cookie MAC contexts to the keys of s. */
+static int sync_token_ctx(struct worker *w, const struct snapshot *s)
+{
+    if (w->token_keys == s->aff->keys)
+        return 0;
+    struct token_ctx *ctx = token_ctx_new(s->aff->keys);
+    if (!ctx)
+        return -ENOMEM;
+    token_ctx_free(w->token_ctx);
+    w->token_ctx = ctx;
+    w->token_keys = s->aff->keys;
+    return 0;
+}
+
 /* Makes s (whose reference the caller passes) the snapshot of new exchanges. */
 static int adopt(struct worker *w, struct snapshot *s)
 {
     struct snap_use *use = calloc(1, sizeof(*use));
     int rc = use ? build_pool_slots(w, s) : -ENOMEM;
+    if (rc == 0)
+        rc = sync_token_ctx(w, s);
     if (rc == 0 && !w->stopping)
         rc = sync_listeners(w, s);
     if (rc < 0) {
@@ -241,6 +258,7 @@ struct origin_rt *worker_origin_rt(struct worker *w, const struct origin_shared 
 void worker_client_closed(struct worker *w)
 {
     w->num_clients--;
+    atomic_store_explicit(&w->stats.client_connections, w->num_clients, memory_order_relaxed);
     if (w->stopping) {
         if (w->num_clients == 0)
             w->loop.stop = true;
@@ -332,6 +350,7 @@ void worker_free(struct worker *w)
     for (size_t p = 0; p < w->num_pool_slots; p++)
         free(w->pool_slots[p]);
     free(w->pool_slots);
+    token_ctx_free(w->token_ctx); /* before the keys it is bound to go */
     while (w->retired) {
         struct snap_use *use = w->retired;
         w->retired = use->next;
@@ -344,6 +363,10 @@ void worker_free(struct worker *w)
     }
     snapshot_release(atomic_exchange(&w->mailbox, NULL));
     free(w->origins);
+    if (w->stats.origins)
+        for (size_t i = 0; i < SNAPSHOT_MAX_ORIGINS; i++)
+            free(w->stats.origins[i].sessions);
+    free(w->stats.origins);
     free(w->candidate_scratch);
     free(w->access_log);
     buf_pool_fini(&w->bufs);
@@ -375,7 +398,8 @@ struct worker *worker_new(unsigned id, unsigned num_workers, struct snapshot *s,
     int rc = loop_init(&w->loop, w);
     w->origins = calloc(SNAPSHOT_MAX_ORIGINS, sizeof(*w->origins));
     w->access_log = malloc(sizeof(*w->access_log));
-    if (rc == 0 && (!w->origins || !w->access_log))
+    w->stats.origins = calloc(SNAPSHOT_MAX_ORIGINS, sizeof(*w->stats.origins));
+    if (rc == 0 && (!w->origins || !w->access_log || !w->stats.origins))
         rc = -ENOMEM;
     if (rc < 0) {
         log_error("worker %u: %s", id, strerror(-rc));

@@ -32,10 +32,13 @@
 #include "core/buffer.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "core/stats.h"
 #include "http/h1.h"
 
 struct client;
 struct origin_conn;
+struct token_ctx;
+struct token_keys;
 
 struct listener {
     struct io_watch io;            /* the listening socket (fd -1 once closed) */
@@ -82,11 +85,14 @@ struct worker {
     unsigned num_workers;
     unsigned max_idle_per_origin;  /* idle origin connections kept per origin */
     uint64_t rng;
+    struct token_ctx *token_ctx;   /* cookie MAC contexts for cur's keys */
+    const struct token_keys *token_keys;  /* the keys token_ctx is bound to */
     struct h1_request req;         /* parser scratch: heads are handled synchronously */
     struct h1_response resp;
     struct h1_semantics sem;
     struct access_log *access_log;
     struct timer log_flush_timer;
+    struct worker_stats stats;     /* written by this worker only; read by the admin API */
     atomic_bool stop_requested;    /* set by worker_stop() from another thread */
     bool stopping;                 /* the loop has seen stop_requested */
     struct timer grace_timer;

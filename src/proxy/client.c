@@ -21,6 +21,7 @@
 #include "proxy/proxy.h"
 
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +114,13 @@ void client_accept(struct listener *l, int fd, const struct sockaddr *peer)
     c->state = CS_READ_HEAD;
     c->last_io_ms = c->head_start_ms = w->loop.now_ms;
     sockaddr_ip_string(peer, c->ip, sizeof(c->ip));
+    if (peer->sa_family == AF_INET6) {
+        c->peer_family = 6;
+        memcpy(c->peer_addr, &((const struct sockaddr_in6 *)peer)->sin6_addr, 16);
+    } else {
+        c->peer_family = 4;
+        memcpy(c->peer_addr, &((const struct sockaddr_in *)peer)->sin_addr, 4);
+    }
     c->ip_len = (uint8_t)strlen(c->ip);
     timer_init(&c->timer, client_timer_cb);
     if (loop_watch(&w->loop, &c->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
@@ -127,6 +135,8 @@ void client_accept(struct listener *l, int fd, const struct sockaddr *peer)
         w->clients->prev = c;
     w->clients = c;
     w->num_clients++;
+    atomic_store_explicit(&w->stats.client_connections, w->num_clients, memory_order_relaxed);
+    STAT_ADD(w->stats.accepted, 1);
     timer_arm(&w->loop, &c->timer, seconds_ms(w->cur->snap->cfg->timeouts.request_header));
 }
 
@@ -145,6 +155,26 @@ void client_stop_idle(struct worker *w)
 
 /* ---- access log ---- */
 
+/* Counts the exchange and writes its access-log line. */
+static void record_exchange(struct worker *w, const struct client *c, int status, double seconds)
+{
+    const struct exchange *ex = &c->ex;
+    unsigned cls = stats_status_class(status);
+    if (ex->use && ex->lb >= 0) {
+        struct lb_stats *ls = &w->stats.lbs[ex->use->snap->lb_ids[ex->lb]];
+        STAT_ADD(ls->status[cls], 1);
+        STAT_ADD(ls->affinity[ex->reason], 1);
+        STAT_ADD(ls->duration[stats_duration_bucket(seconds)], 1);
+        STAT_ADD(ls->duration_sum_us, (uint64_t)(seconds * 1e6));
+        if (ex->pool >= 0 && ex->origin >= 0) {
+            const struct origin_shared *os = ex->use->snap->pools[ex->pool].origins[ex->origin];
+            struct origin_stats *st = &w->stats.origins[os->id];
+            STAT_ADD(st->requests, 1);
+            STAT_ADD(st->status[cls], 1);
+        }
+    }
+}
+
 static void log_exchange(struct client *c, int status)
 {
     struct worker *w = c->worker;
@@ -152,18 +182,21 @@ static void log_exchange(struct client *c, int status)
     const struct config *cfg = client_cfg(c);
     long lb = ex->use ? ex->lb : c->listener->lb_index;
     const struct cfg_pool *pool = ex->use && ex->pool >= 0 ? &cfg->pools[ex->pool] : NULL;
+    uint64_t now_us = clock_wall_us();
+    double seconds = ex->start_us ? (double)(now_us - ex->start_us) / 1e6 : 0.0;
+    record_exchange(w, c, status, seconds);
     struct access_entry e = {
-        .time_us = ex->start_us ? ex->start_us : clock_wall_us(),
+        .time_us = ex->start_us ? ex->start_us : now_us,
         .client = c->ip,
         .method = ex->method, .method_len = ex->method_len,
         .path = ex->path, .path_len = ex->path_len,
         .status = status,
         .bytes = ex->bytes_out,
-        .duration_ms = ex->start_us ? (double)(clock_wall_us() - ex->start_us) / 1000.0 : 0.0,
+        .duration_ms = seconds * 1000.0,
         .load_balancer = lb >= 0 ? cfg->load_balancers[lb].name : NULL,
         .pool = pool ? pool->name : NULL,
         .origin = pool && ex->origin >= 0 ? pool->origins[ex->origin].name : NULL,
-        .affinity = ex->affinity,
+        .affinity = ex->use ? affinity_reason_name(ex->reason) : NULL,
     };
     worker_log_written(w, access_log_append(w->access_log, &e));
 }
@@ -272,21 +305,55 @@ static void copy_for_log(struct exchange *ex, const struct h1_request *req)
     memcpy(ex->path, req->target, ex->path_len);
 }
 
-/* Parses the head at req_start again and rebuilds the outgoing head (used
- * to start an exchange and to replay it on another connection). */
-static int build_request_head(struct client *c, struct h1_semantics *sem)
+/* Parses the request head at req_start into the worker's scratch (again,
+ * for a replay). Returns 0, or the status to refuse it with. */
+static int parse_request(struct client *c)
 {
     struct worker *w = c->worker;
     struct exchange *ex = &c->ex;
-    const char *head = c->in->data + ex->req_start;
-    int r = h1_parse_request(head, c->in->end - ex->req_start,
+    int r = h1_parse_request(c->in->data + ex->req_start, c->in->end - ex->req_start,
                              client_cfg(c)->limits.max_header_bytes, &w->req);
     if (r <= 0)
-        return r == H1_INVALID ? w->req.error.status : 400;
-    if (h1_request_semantics(&w->req, sem) < 0)
-        return sem->error.status ? sem->error.status : 400;
-    forward_request_head(ex, head, (size_t)r, &w->req, sem, c->ip, c->ip_len);
+        return r == H1_INVALID && w->req.error.status ? w->req.error.status : 400;
+    if (h1_request_semantics(&w->req, &w->sem) < 0)
+        return w->sem.error.status ? w->sem.error.status : 400;
     return 0;
+}
+
+/* Builds the outgoing head from the parsed request and the routing decision. */
+static void build_request_head(struct client *c)
+{
+    struct worker *w = c->worker;
+    struct exchange *ex = &c->ex;
+    char affinity[160];
+    size_t affinity_len = affinity_header_value(c, &ex->aff, affinity, sizeof(affinity));
+    forward_request_head(ex, c->in->data + ex->req_start, ex->head_len, &w->req, &w->sem, c->ip,
+                         c->ip_len, affinity, affinity_len);
+}
+
+/* Counts the session toward the origin's distinct-sessions estimate and pins
+ * the connection's keyless requests to the origin of its first one. */
+static void note_session(struct client *c)
+{
+    struct exchange *ex = &c->ex;
+    const struct origin_shared *os = ex->use->snap->pools[ex->pool].origins[ex->origin];
+    if (!c->pin_set) {
+        c->pin_set = true;
+        c->pin_id = os->id;
+        c->pin_generation = os->generation;
+    }
+    if (!ex->aff.session_hash)
+        return;
+    struct origin_stats *st = &c->worker->stats.origins[os->id];
+    uint64_t now = clock_wall_us() / 1000000u;
+    if (!st->sessions) {
+        st->sessions = malloc(sizeof(*st->sessions)); /* once per origin and worker */
+        if (!st->sessions)
+            return;
+        double ttl = ex->use->snap->cfg->load_balancers[ex->lb].session_affinity_ttl;
+        hll_window_init(st->sessions, ttl > 0 ? (uint32_t)ttl : 86400, now);
+    }
+    hll_window_add(st->sessions, hll_mix64(ex->aff.session_hash), now);
 }
 
 static enum step start_exchange(struct client *c, size_t head_len)
@@ -303,12 +370,12 @@ static enum step start_exchange(struct client *c, size_t head_len)
     ex->lb = c->listener->lb_index;
     copy_for_log(ex, &w->req);
 
-    struct h1_semantics *sem = &w->sem;
-    int status = build_request_head(c, sem);
+    int status = parse_request(c);
     if (status) {
         send_error(c, status);
         return STEP_PROGRESS;
     }
+    const struct h1_semantics *sem = &w->sem;
     ex->replayable = true;
     ex->req_body = sem->body;
     ex->content_length = ex->req_left = sem->body == H1_BODY_LENGTH ? sem->content_length : 0;
@@ -319,6 +386,12 @@ static enum step start_exchange(struct client *c, size_t head_len)
     c->in->start = ex->req_start + ex->head_len;
     ex->req_scan = c->in->start;
     c->state = CS_EXCHANGE;
+    if (ex->lb < 0 || affinity_decide(c, &w->req, &ex->aff) < 0) {
+        send_error(c, 503);
+        return STEP_PROGRESS;
+    }
+    note_session(c);
+    build_request_head(c);
     return STEP_PROGRESS;
 }
 
@@ -386,16 +459,34 @@ static bool method_idempotent(const struct exchange *ex)
     return false;
 }
 
+/* Chooses another origin for a retry (unless the same origin is to be tried
+ * on a fresh connection) and rebuilds the head for it. */
+static int reroute(struct client *c)
+{
+    struct exchange *ex = &c->ex;
+    if (!ex->fresh_conn_only || ex->pool < 0) {
+        if (route_choose(c) < 0)
+            return -1;
+        affinity_rerouted(c, &ex->aff);
+    }
+    if (parse_request(c) != 0)
+        return -1;
+    build_request_head(c);
+    return 0;
+}
+
+/* Opens (or reuses) a connection to the exchange's origin; on an immediate
+ * failure tries other origins as failover allows. */
 static enum step connect_origin(struct client *c)
 {
     struct worker *w = c->worker;
     struct exchange *ex = &c->ex;
     for (;;) {
-        bool same_origin = ex->fresh_conn_only && ex->pool >= 0;
-        if (!same_origin && route_choose(c) < 0) {
-            send_error(c, 503);
+        if (ex->attempts > 0 && reroute(c) < 0) {
+            send_error(c, ex->connect_failed_any ? 503 : 502);
             return STEP_PROGRESS;
         }
+        ex->attempts++;
         int err = 0;
         struct origin_conn *oc = origin_conn_acquire(w, ex->use->snap, (size_t)ex->pool,
                                                      (size_t)ex->origin, ex->fresh_conn_only,
@@ -411,22 +502,30 @@ static enum step connect_origin(struct client *c)
         }
         route_origin_failed(c, err);
         ex->connect_failed_any = true;
+        if (!affinity_failover(c, &ex->aff)) {
+            send_error(c, 502);
+            return STEP_PROGRESS;
+        }
     }
 }
 
 /* The connection could not be opened (refused, unreachable, timed out):
- * nothing was sent, so any other origin may take the request. */
+ * nothing was sent, so another origin may take the request if failover allows. */
 static enum step connect_failed(struct client *c, int err)
 {
     struct exchange *ex = &c->ex;
     route_origin_failed(c, err);
     ex->connect_failed_any = true;
     detach_origin(c, false);
+    if (!affinity_failover(c, &ex->aff)) {
+        send_error(c, 502);
+        return STEP_PROGRESS;
+    }
     return connect_origin(c);
 }
 
 /* Puts the request back as it was before anything was sent. */
-static bool rewind_request(struct client *c)
+static void rewind_request(struct client *c)
 {
     struct exchange *ex = &c->ex;
     c->in->start = ex->req_start + ex->head_len;
@@ -434,7 +533,6 @@ static bool rewind_request(struct client *c)
     ex->req_left = ex->content_length;
     h1_chunked_init(&ex->req_chunk);
     ex->req_chunk_done = ex->req_head_sent = ex->req_done = false;
-    return build_request_head(c, &c->worker->sem) == 0;
 }
 
 /* The origin connection failed or closed before the response was complete. */
@@ -447,7 +545,8 @@ static enum step origin_failed(struct client *c)
                       (ex->req_sent_on_conn == 0 ||
                        (method_idempotent(ex) &&
                         consumed <= client_cfg(c)->limits.retry_buffer_bytes));
-    if (may_replay && rewind_request(c)) {
+    if (may_replay && (reused || affinity_failover(c, &ex->aff))) {
+        rewind_request(c);
         if (!reused)
             route_origin_failed(c, ECONNRESET);
         detach_origin(c, false);
@@ -656,6 +755,31 @@ static bool response_body_complete(const struct exchange *ex, const struct buf *
     }
 }
 
+/* The Set-Cookie field limpet adds to the response (into ex->resp_extra). */
+static size_t format_set_cookie(struct client *c)
+{
+    struct exchange *ex = &c->ex;
+    if (!ex->aff.set_cookie || ex->aff.reason == REASON_FAILOVER_TEMPORARY)
+        return 0;
+    const struct snapshot *s = ex->use->snap;
+    int n = snprintf(ex->resp_extra, sizeof(ex->resp_extra), "Set-Cookie: %s=%s%s\r\n",
+                     s->cfg->load_balancers[ex->lb].attributes.cookie_name, ex->aff.cookie_value,
+                     s->aff->lbs[ex->lb].cookie_attrs);
+    return n > 0 && (size_t)n < sizeof(ex->resp_extra) ? (size_t)n : 0;
+}
+
+/* The prefix app_cookie "prefix" mode puts on the application's cookie. */
+static const char *app_cookie_prefix(const struct client *c)
+{
+    const struct exchange *ex = &c->ex;
+    const struct snapshot *s = ex->use->snap;
+    const struct cfg_load_balancer *lb = &s->cfg->load_balancers[ex->lb];
+    if (lb->session_affinity != AFFINITY_APP_COOKIE ||
+        lb->attributes.app_cookie.mode != APP_COOKIE_PREFIX)
+        return NULL;
+    return s->aff->pools[ex->pool].app_prefix[ex->origin];
+}
+
 /* Parses a response head waiting in oc->in. Returns STEP_BLOCKED when more
  * bytes are needed, STEP_PROGRESS when parsed (or a 502 was started). */
 static enum step parse_response_head(struct client *c)
@@ -677,7 +801,7 @@ static enum step parse_response_head(struct client *c)
         /* Interim response: passed on to HTTP/1.1 clients, dropped for 1.0. */
         ex->interim = true;
         ex->resp_body = H1_BODY_NONE;
-        forward_response_head(ex, head, (size_t)r, &w->resp, sem);
+        forward_response_head(ex, head, (size_t)r, &w->resp, sem, NULL, 0, NULL);
         if (ex->minor_version == 0)
             ex->resp_iov_i = ex->resp_iov_n;
         in->start += (uint32_t)r;
@@ -700,7 +824,9 @@ static enum step parse_response_head(struct client *c)
     }
     ex->close_client = !ex->client_keep_alive || w->stopping || !ex->req_done ||
                        sem->body == H1_BODY_UNTIL_CLOSE || ex->dechunk;
-    forward_response_head(ex, head, (size_t)r, &w->resp, sem);
+    size_t set_cookie_len = format_set_cookie(c);
+    forward_response_head(ex, head, (size_t)r, &w->resp, sem, ex->resp_extra, set_cookie_len,
+                          app_cookie_prefix(c));
     in->start += (uint32_t)r;
     ex->resp_scan = in->start;
     ex->resp_head_parsed = true;

@@ -9,6 +9,10 @@
  */
 #include "proxy/proxy.h"
 
+#include "config/snapshot.h"
+#include "core/worker.h"
+#include "http/cookie.h"
+
 #include <stdio.h>
 #include <string.h>
 
@@ -47,9 +51,49 @@ static const char *fields_start(const char *head, size_t head_len, const struct 
     return num ? h[0].line : head + head_len - 2;
 }
 
+/* Cookie field edited per the affinity decision: limpet's own cookie removed,
+ * or the application cookie's routing prefix stripped. Returns false when the
+ * field needs no edit (it is then forwarded as received). */
+static bool add_edited_cookie(struct iov_builder *b, const struct h1_header *h,
+                              const struct affinity_decision *aff)
+{
+    struct iovec spans[16];
+    size_t n, len = 0;
+    if (aff->strip_cookie) {
+        const char *v;
+        size_t vl;
+        if (!cookie_find(h->value, h->value_len, aff->strip_cookie, aff->strip_cookie_len, &v,
+                         &vl))
+            return false;
+        n = cookie_strip(h->value, h->value_len, aff->strip_cookie, aff->strip_cookie_len,
+                         spans, 16, &len);
+    } else if (aff->app_cookie) {
+        const char *v;
+        size_t vl;
+        if (!cookie_find(h->value, h->value_len, aff->app_cookie, aff->app_cookie_len, &v, &vl) ||
+            vl < aff->app_prefix_strip)
+            return false;
+        n = cookie_replace_value(h->value, h->value_len, aff->app_cookie, aff->app_cookie_len,
+                                 v + aff->app_prefix_strip, vl - aff->app_prefix_strip, spans,
+                                 16, &len);
+    } else {
+        return false;
+    }
+    if (n == (size_t)-1)
+        return false;
+    if (len == 0)
+        return true; /* nothing left: the field is dropped */
+    add_span(b, h->line, (size_t)(h->value - h->line));
+    for (size_t i = 0; i < n; i++)
+        add_span(b, spans[i].iov_base, spans[i].iov_len);
+    add_literal(b, "\r\n");
+    return true;
+}
+
 void forward_request_head(struct exchange *ex, const char *head, size_t head_len,
                           const struct h1_request *req, const struct h1_semantics *sem,
-                          const char *client_ip, size_t client_ip_len)
+                          const char *client_ip, size_t client_ip_len,
+                          const char *affinity, size_t affinity_len)
 {
     struct iov_builder b = {ex->req_iov, 0};
     const struct h1_header *h = req->headers;
@@ -61,10 +105,15 @@ void forward_request_head(struct exchange *ex, const char *head, size_t head_len
         if (!sem->skip[i] && h1_token_eq(h[i].name, h[i].name_len, "x-forwarded-for"))
             last_xff = (long)i;
 
+    bool edit_cookies = ex->aff.strip_cookie || ex->aff.app_cookie;
     for (size_t i = 0; i < req->num_headers; i++) {
         if (sem->skip[i] || (long)i == last_xff ||
             h1_token_eq(h[i].name, h[i].name_len, "x-forwarded-proto") ||
-            h1_token_eq(h[i].name, h[i].name_len, "x-forwarded-host"))
+            h1_token_eq(h[i].name, h[i].name_len, "x-forwarded-host") ||
+            h1_token_eq(h[i].name, h[i].name_len, "x-limpet-affinity"))
+            continue;
+        if (edit_cookies && h1_token_eq(h[i].name, h[i].name_len, "cookie") &&
+            add_edited_cookie(&b, &h[i], &ex->aff))
             continue;
         add_span(&b, h[i].line, h[i].line_len);
     }
@@ -82,6 +131,9 @@ void forward_request_head(struct exchange *ex, const char *head, size_t head_len
                               (int)client_ip_len, client_ip);
     }
     n += (size_t)snprintf(extra + n, EXTRA_HEAD_BYTES - n, "X-Forwarded-Proto: http\r\n");
+    if (affinity_len)
+        n += (size_t)snprintf(extra + n, EXTRA_HEAD_BYTES - n, "X-Limpet-Affinity: %.*s\r\n",
+                              (int)affinity_len, affinity);
     add_span(&b, extra, n);
     if (sem->host) {
         add_literal(&b, "X-Forwarded-Host: ");
@@ -93,15 +145,42 @@ void forward_request_head(struct exchange *ex, const char *head, size_t head_len
     ex->req_iov_i = 0;
 }
 
+/* A Set-Cookie of the application's cookie gets the origin's prefix. */
+static bool add_prefixed_set_cookie(struct iov_builder *b, const struct h1_header *h,
+                                    const struct cfg_app_cookie *ac, const char *prefix)
+{
+    const char *name, *val;
+    size_t name_len, val_len;
+    if (!set_cookie_name_value(h->value, h->value_len, &name, &name_len, &val, &val_len) ||
+        name_len != strlen(ac->name) || memcmp(name, ac->name, name_len) != 0)
+        return false;
+    add_span(b, h->line, (size_t)(val - h->line));
+    add_span(b, prefix, strlen(prefix));
+    add_span(b, ac->separator, strlen(ac->separator));
+    add_span(b, val, (size_t)(h->line + h->line_len - val));
+    return true;
+}
+
 void forward_response_head(struct exchange *ex, const char *head, size_t head_len,
-                           const struct h1_response *resp, const struct h1_semantics *sem)
+                           const struct h1_response *resp, const struct h1_semantics *sem,
+                           const char *set_cookie, size_t set_cookie_len,
+                           const char *app_prefix)
 {
     struct iov_builder b = {ex->resp_iov, 0};
     const struct h1_header *h = resp->headers;
+    const struct cfg_app_cookie *ac = NULL;
+    if (app_prefix && ex->use && ex->lb >= 0)
+        ac = &ex->use->snap->cfg->load_balancers[ex->lb].attributes.app_cookie;
     add_span(&b, head, (size_t)(fields_start(head, head_len, h, resp->num_headers) - head));
-    for (size_t i = 0; i < resp->num_headers; i++)
-        if (!sem->skip[i])
-            add_span(&b, h[i].line, h[i].line_len);
+    for (size_t i = 0; i < resp->num_headers; i++) {
+        if (sem->skip[i])
+            continue;
+        if (ac && h1_token_eq(h[i].name, h[i].name_len, "set-cookie") &&
+            add_prefixed_set_cookie(&b, &h[i], ac, app_prefix))
+            continue;
+        add_span(&b, h[i].line, h[i].line_len);
+    }
+    add_span(&b, set_cookie, set_cookie_len);
     if (ex->close_client)
         add_literal(&b, "Connection: close\r\n");
     else if (ex->minor_version == 0)

@@ -21,6 +21,8 @@
 #include <sys/uio.h>
 
 #include "core/loop.h"
+#include "affinity/affinity.h"
+#include "core/stats.h"
 #include "http/h1.h"
 
 struct worker;
@@ -83,7 +85,7 @@ struct exchange {
     struct origin_conn *oc;
     uint64_t connect_start_ms;
     uint64_t origin_io_ms;          /* last progress on the origin side */
-    const char *affinity;           /* affinity outcome for the log */
+    enum affinity_reason reason;    /* affinity outcome, logged and counted */
 
     /* the response, in oc->in */
     bool resp_head_parsed;
@@ -109,12 +111,15 @@ struct exchange {
     unsigned resp_iov_n, resp_iov_i;
     bool interim;                   /* the response head being sent is a 1xx */
     bool origin_eof;                /* the origin closed (until-close body ends) */
+    unsigned attempts;              /* origin connections tried for this request */
+    struct affinity_decision aff;   /* the session's routing decision and its edits */
     bool dechunk;                   /* chunked response decoded for an HTTP/1.0 client */
 
     /* Arrays: not cleared between exchanges (everything above is). */
     struct iovec req_iov[HEAD_IOV_MAX];
     char req_extra[EXTRA_HEAD_BYTES];  /* inserted request fields; error responses */
     struct iovec resp_iov[HEAD_IOV_MAX];
+    char resp_extra[TOKEN_TEXT_MAX + 512];  /* Set-Cookie limpet adds */
     char method[16];
     char path[LOG_PATH_MAX];
 };
@@ -140,6 +145,10 @@ struct client {
     unsigned requests;              /* requests completed on this connection */
     char ip[48];                    /* client address as text */
     uint8_t ip_len;
+    uint8_t peer_family;            /* 4 or 6 */
+    uint8_t peer_addr[16];          /* client address bytes (for consistent hashing) */
+    bool pin_set;                   /* the connection's first request chose an origin */
+    uint32_t pin_id, pin_generation;   /* that origin (origin_shared id and generation) */
     const char *err_data;           /* CS_SEND_ERROR: bytes left to send */
     size_t err_left;
     uint64_t close_deadline_ms;     /* CS_SEND_ERROR, CS_LINGER: close by then */
@@ -186,11 +195,16 @@ void route_origin_succeeded(struct client *c);
  * X-Forwarded-For/-Proto/-Host. */
 void forward_request_head(struct exchange *ex, const char *head, size_t head_len,
                           const struct h1_request *req, const struct h1_semantics *sem,
-                          const char *client_ip, size_t client_ip_len);
-/* Fills ex->resp_iov for a parsed response: status line, kept fields and a
- * Connection field saying whether the client connection stays open. */
+                          const char *client_ip, size_t client_ip_len,
+                          const char *affinity, size_t affinity_len);
+/* Fills ex->resp_iov for a parsed response: status line, kept fields (the
+ * application cookie's Set-Cookie prefixed with app_prefix when given), the
+ * set_cookie line (or NULL) and a Connection field saying whether the client
+ * connection stays open. */
 void forward_response_head(struct exchange *ex, const char *head, size_t head_len,
-                           const struct h1_response *resp, const struct h1_semantics *sem);
+                           const struct h1_response *resp, const struct h1_semantics *sem,
+                           const char *set_cookie, size_t set_cookie_len,
+                           const char *app_prefix);
 
 /* Advances an iovec array past `n` written bytes; returns true when all written. */
 bool iov_advance(struct iovec *iov, unsigned n_iov, unsigned *index, size_t n);

@@ -8,9 +8,13 @@
  * this request, and not in the passive-failure backoff of this thread (an
  * origin that refused a connection is left alone for a while, doubling up to
  * PASSIVE_BACKOFF_MAX_MS, so a dead origin does not cost every request a
- * failed connect).
+ * failed connect). Connect failures, resets and 5xx answers are counted in
+ * origin_shared->passive_failures until a good answer; health.c reads that
+ * count to mark a monitored origin down (SPEC §5 passive checks).
  */
 #include "proxy/proxy.h"
+
+#include "affinity/affinity.h"
 
 #include <string.h>
 
@@ -29,8 +33,10 @@ static bool already_tried(const struct exchange *ex, size_t pool, size_t origin)
 }
 
 /* Chooses an origin in one pool; returns its index or -1. */
-static long choose_in_pool(struct worker *w, struct exchange *ex, size_t p)
+static long choose_in_pool(struct client *c, size_t p)
 {
+    struct worker *w = c->worker;
+    struct exchange *ex = &c->ex;
     const struct snapshot *s = ex->use->snap;
     const struct cfg_pool *pool = &s->cfg->pools[p];
     bool *candidate = w->candidate_scratch;
@@ -46,6 +52,14 @@ static long choose_in_pool(struct worker *w, struct exchange *ex, size_t p)
     }
     if (!any)
         return -1;
+    if (pool->origin_steering == STEER_HASH) {
+        uint8_t key[16];
+        long o = maglev_lookup(&s->aff->pools[p].usable,
+                               maglev_hash(key, affinity_client_key(c, key)));
+        if (o >= 0 && candidate[o])
+            return o;
+        /* the client's origin was tried already: any other will do */
+    }
     return steer_pick(pool->origin_steering, pool->origins, w->pool_slots[p], candidate,
                       pool->num_origins, &w->rng);
 }
@@ -66,7 +80,6 @@ static void follow_current_snapshot(struct client *c)
 
 int route_choose(struct client *c)
 {
-    struct worker *w = c->worker;
     struct exchange *ex = &c->ex;
     follow_current_snapshot(c);
     if (ex->num_tried >= MAX_ATTEMPTS || ex->lb < 0)
@@ -80,14 +93,14 @@ int route_choose(struct client *c)
             p = lb->fallback_pool;
         else
             break;
-        long o = choose_in_pool(w, ex, (size_t)p);
+        long o = choose_in_pool(c, (size_t)p);
         if (o >= 0) {
             ex->pool = p;
             ex->origin = o;
             ex->tried[ex->num_tried].pool = (uint16_t)p;
             ex->tried[ex->num_tried].origin = (uint16_t)o;
             ex->num_tried++;
-            ex->affinity = i < lb->num_default_pools ? "none" : "fallback-pool";
+            ex->reason = i < lb->num_default_pools ? REASON_NONE : REASON_FALLBACK_POOL;
             return 0;
         }
     }
@@ -115,9 +128,15 @@ void route_origin_succeeded(struct client *c)
 {
     struct exchange *ex = &c->ex;
     struct origin_shared *os = ex->use->snap->pools[ex->pool].origins[ex->origin];
+    if (ex->status >= 500) {
+        /* a passive failure too, with no backoff: health.c marks a monitored
+         * origin down when they reach its monitor's retries */
+        atomic_fetch_add_explicit(&os->passive_failures, 1, memory_order_relaxed);
+        return;
+    }
     if (atomic_load_explicit(&os->passive_failures, memory_order_relaxed) == 0)
         return;
     atomic_store(&os->passive_failures, 0);
-    atomic_store(&os->retry_after_ms, 0);
-    log_error("origin %s/%s reachable again", os->pool, os->name);
+    if (atomic_exchange(&os->retry_after_ms, 0) != 0)
+        log_error("origin %s/%s reachable again", os->pool, os->name);
 }
