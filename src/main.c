@@ -90,6 +90,7 @@ static int run_demo(const char *listen, unsigned num_origins, const sigset_t *si
     size_t n = (size_t)snprintf(json, sizeof(json),
                                 "{\"listen\": [{\"address\": \"%s\", \"load_balancer\": \"demo\"}],"
                                 " \"log\": {\"access\": \"stdout\"},"
+                                " \"admin\": {\"address\": \"127.0.0.1:8081\"},"
                                 " \"pools\": [{\"name\": \"demo\", \"origins\": [",
                                 listen);
     for (unsigned i = 0; i < num_origins; i++)

@@ -247,8 +247,8 @@ json_t *view_origin(const struct control *ctl, const struct snapshot *s, size_t 
     json_t *since = json_null(), *draining_for = json_null();
     if (co->state == ORIGIN_DRAINING && drain_ms) {
         double elapsed = (double)(clock_ms() - drain_ms) / 1000.0;
-        since = json_real(floor((double)clock_wall_us() / 1e6 - elapsed));
-        draining_for = json_real(floor(elapsed * 10) / 10);
+        since = json_integer((json_int_t)((double)clock_wall_us() / 1e6 - elapsed));
+        draining_for = number(floor(elapsed * 10) / 10);
     }
     return json_pack("{s:s, s:s, s:I, s:s, s:s, s:b, s:b, s:o, s:o, s:I, s:I, s:o, s:I, "
                      "s:I, s:I}",

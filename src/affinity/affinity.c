@@ -69,7 +69,8 @@ static int build_pool(struct affinity_pool *ap, const struct snapshot *s, size_t
     unsigned *weights = calloc(n, sizeof(*weights));
     bool *usable = calloc(n, sizeof(*usable));
     bool *serving = calloc(n, sizeof(*serving));
-    ap->app_prefix = calloc(n, sizeof(*ap->app_prefix));
+    unsigned num_keys = token_keys_count(keys);
+    ap->app_prefix = calloc(n * num_keys, sizeof(*ap->app_prefix));
     int rc = -1;
     if (!names || !weights || !usable || !serving || !ap->app_prefix)
         goto out;
@@ -82,7 +83,9 @@ static int build_pool(struct affinity_pool *ap, const struct snapshot *s, size_t
         bool healthy = atomic_load(&s->pools[p].origins[o]->healthy);
         serving[o] = usable[o] || (healthy && origin->state == ORIGIN_DRAINING);
         any_draining |= origin->state == ORIGIN_DRAINING;
-        encode_prefix(token_origin_key(keys, pool->name, origin->name), ap->app_prefix[o]);
+        for (unsigned k = 0; k < num_keys; k++) /* every key's prefix, so rotation keeps sessions */
+            encode_prefix(token_origin_key_with(keys, k, pool->name, origin->name),
+                          ap->app_prefix[k * n + o]);
     }
     if (maglev_build(&ap->usable, names, weights, usable, n) < 0)
         goto out;
@@ -385,10 +388,11 @@ static bool app_cookie_origin(struct client *c, const struct h1_request *req,
             for (size_t p = 0; p < s->cfg->num_pools; p++) {
                 if (!lb_has_pool(lb, p))
                     continue;
-                for (size_t o = 0; o < s->cfg->pools[p].num_origins; o++) {
-                    if (memcmp(s->aff->pools[p].app_prefix[o], val, APP_PREFIX_LEN) == 0) {
+                size_t n = s->cfg->pools[p].num_origins;
+                for (size_t k = 0; k < s->aff->num_keys * n; k++) {
+                    if (memcmp(s->aff->pools[p].app_prefix[k], val, APP_PREFIX_LEN) == 0) {
                         *pp = p;
-                        *po = o;
+                        *po = k % n;
                         return true;
                     }
                 }

@@ -42,7 +42,7 @@ struct affinity_origin_key {
 struct affinity_pool {
     struct maglev usable;         /* new sessions: healthy, enabled, weight > 0 */
     struct maglev serving;        /* also draining origins still within drain_duration */
-    char (*app_prefix)[APP_PREFIX_LEN + 1];  /* per origin, NUL-terminated */
+    char (*app_prefix)[APP_PREFIX_LEN + 1];  /* [key * num_origins + origin]; key 0 signs */
 };
 
 struct affinity_lb {

@@ -1264,8 +1264,6 @@ static void refuse(struct walker *w, const char *path_fmt, ...)
 static void refuse_unsupported(struct walker *w, const struct config *c)
 {
 #define REFUSE(asked, ...) do { if (asked) refuse(w, __VA_ARGS__); } while (0)
-    REFUSE(c->admin.enabled,                        "admin");
-    REFUSE(c->num_client_regions > 0,               "client_regions");
     for (size_t i = 0; i < c->num_monitors; i++)
         REFUSE(c->monitors[i].type == MONITOR_HTTPS, "monitors[%zu].type", i);
     for (size_t i = 0; i < c->num_listeners; i++) {
@@ -1278,11 +1276,6 @@ static void refuse_unsupported(struct walker *w, const struct config *c)
             const struct cfg_origin *o = &p->origins[j];
             REFUSE(o->tls,                          "pools[%zu].origins[%zu].tls", i, j);
         }
-    }
-    for (size_t i = 0; i < c->num_load_balancers; i++) {
-        const struct cfg_load_balancer *lb = &c->load_balancers[i];
-        REFUSE(lb->steering_policy != POLICY_OFF,   "load_balancers[%zu].steering_policy", i);
-        REFUSE(lb->num_region_pools > 0,            "load_balancers[%zu].region_pools", i);
     }
 #undef REFUSE
 }

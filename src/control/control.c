@@ -15,6 +15,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "admin/admin.h"
 #include "config/snapshot.h"
 #include "core/log.h"
 #include "core/worker.h"
@@ -91,6 +92,7 @@ int control_reload(struct control *ctl, char *err, size_t err_size)
         ctl->reload_failures++;
         return -1;
     }
+    cfg = admin_config_loaded(ctl->admin, cfg);
     char why[512];
     if (control_apply_config(ctl, cfg, why, sizeof(why)) < 0) {
         snprintf(err, err_size, "%s: %s", ctl->config_path, why);
@@ -183,6 +185,11 @@ int control_run(struct config *cfg, const char *config_path, const sigset_t *sig
         config_free(cfg);
         goto out;
     }
+    if (cfg->admin.enabled && !(ctl.admin = admin_new(&ctl, cfg))) {
+        config_free(cfg);
+        goto out;
+    }
+    cfg = admin_config_loaded(ctl.admin, cfg);
     char err[512];
     struct snapshot *s = snapshot_build(cfg, err, sizeof(err));
     if (!s) {
@@ -204,6 +211,8 @@ int control_run(struct config *cfg, const char *config_path, const sigset_t *sig
     }
     if (start_workers(&ctl, s) < 0)
         goto out;
+    if (ctl.admin && admin_start(ctl.admin) < 0)
+        goto out;
 
     for (size_t i = 0; i < s->cfg->num_listeners; i++)
         log_error("listening on %s (load balancer %s), %u worker threads",
@@ -214,6 +223,7 @@ int control_run(struct config *cfg, const char *config_path, const sigset_t *sig
     status = 0;
 
 out:
+    admin_free(ctl.admin);
     stop_workers(&ctl);
     health_free(ctl.health);
     snapshot_set_current(NULL);

@@ -22,6 +22,7 @@
 struct worker;
 struct snapshot;
 struct health;
+struct admin;
 
 struct control {
     struct loop loop;
@@ -34,6 +35,7 @@ struct control {
     uint64_t reload_failures;
     uint64_t started_ms;           /* monotonic start time, for uptime */
     struct health *health;         /* monitors and passive checks (src/health) */
+    struct admin *admin;           /* admin API server (src/admin); NULL without "admin" */
 };
 
 /*

@@ -320,11 +320,38 @@ static int parse_request(struct client *c)
     return 0;
 }
 
+/* Un-skips the Upgrade field of an upgrade being passed on (the parser
+ * treats it as hop-by-hop, as it is for everything else). */
+static void keep_upgrade_field(const struct h1_header *h, size_t n, struct h1_semantics *sem)
+{
+    for (size_t i = 0; i < n; i++)
+        if (h1_token_eq(h[i].name, h[i].name_len, "upgrade"))
+            sem->skip[i] = false;
+}
+
+/* An upgrade limpet passes on: any protocol but h2c (SPEC §4). */
+static bool wants_upgrade(const struct h1_request *req, const struct h1_semantics *sem)
+{
+    if (!sem->upgrade)
+        return false;
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const struct h1_header *h = &req->headers[i];
+        if (!h1_token_eq(h->name, h->name_len, "upgrade"))
+            continue;
+        for (size_t k = 0; k + 3 <= h->value_len; k++)
+            if (h1_token_eq(h->value + k, 3, "h2c"))
+                return false;
+    }
+    return true;
+}
+
 /* Builds the outgoing head from the parsed request and the routing decision. */
 static void build_request_head(struct client *c)
 {
     struct worker *w = c->worker;
     struct exchange *ex = &c->ex;
+    if (ex->upgrade)
+        keep_upgrade_field(w->req.headers, w->req.num_headers, &w->sem);
     char affinity[160];
     size_t affinity_len = affinity_header_value(c, &ex->aff, affinity, sizeof(affinity));
     forward_request_head(ex, c->in->data + ex->req_start, ex->head_len, &w->req, &w->sem, c->ip,
@@ -383,6 +410,7 @@ static enum step start_exchange(struct client *c, size_t head_len)
     ex->is_head = ex->method_len == 4 && memcmp(ex->method, "HEAD", 4) == 0;
     ex->client_keep_alive = sem->keep_alive && !w->stopping;
     ex->minor_version = w->req.minor_version;
+    ex->upgrade = wants_upgrade(&w->req, sem);
     c->in->start = ex->req_start + ex->head_len;
     ex->req_scan = c->in->start;
     c->state = CS_EXCHANGE;
@@ -792,9 +820,20 @@ static enum step parse_response_head(struct client *c)
     if (r == H1_NEED_MORE)
         return STEP_BLOCKED;
     struct h1_semantics *sem = &w->sem;
-    if (r < 0 || w->resp.status == 101 ||
+    if (r < 0 || (w->resp.status == 101 && !ex->upgrade) ||
         h1_response_semantics(&w->resp, ex->method, ex->method_len, sem) < 0) {
         send_error(c, 502);
+        return STEP_PROGRESS;
+    }
+    if (w->resp.status == 101) {
+        /* The origin switches protocols: pass its Upgrade on, then tunnel. */
+        ex->tunnel = true;
+        ex->status = 101;
+        ex->resp_body = H1_BODY_NONE;
+        keep_upgrade_field(w->resp.headers, w->resp.num_headers, sem);
+        forward_response_head(ex, head, (size_t)r, &w->resp, sem, NULL, 0, NULL);
+        in->start += (uint32_t)r;
+        ex->resp_head_parsed = true;
         return STEP_PROGRESS;
     }
     if (w->resp.status < 200) {
@@ -833,6 +872,26 @@ static enum step parse_response_head(struct client *c)
     return STEP_PROGRESS;
 }
 
+/* The 101 is out: the exchange is logged and the connection becomes a tunnel. */
+static enum step start_tunnel(struct client *c)
+{
+    struct exchange *ex = &c->ex;
+    log_exchange(c, 101);
+    worker_snapshot_put(c->worker, ex->use);
+    ex->use = NULL;
+    c->state = CS_TUNNEL;
+    return STEP_PROGRESS;
+}
+
+static enum step step_tunnel(struct client *c)
+{
+    if (!tunnel_step(c)) { /* tunnel_step moves all it can before returning */
+        client_close(c);
+        return STEP_CLOSED;
+    }
+    return STEP_BLOCKED;
+}
+
 static enum step relay_response(struct client *c)
 {
     struct worker *w = c->worker;
@@ -841,6 +900,8 @@ static enum step relay_response(struct client *c)
     enum step result = STEP_BLOCKED;
 
     while (!ex->resp_done) {
+        if (ex->tunnel && ex->resp_head_sent)
+            return start_tunnel(c);
         if (ex->resp_head_parsed) {
             long ready = response_body_ready(ex, oc->in);
             if (ready < 0) {
@@ -1031,6 +1092,10 @@ static uint64_t client_deadline(const struct client *c)
     case CS_SEND_ERROR:
     case CS_LINGER:
         return c->close_deadline_ms;
+    case CS_TUNNEL: {
+        uint64_t last = c->last_io_ms > ex->origin_io_ms ? c->last_io_ms : ex->origin_io_ms;
+        return last + seconds_ms(t->client);
+    }
     }
     return c->last_io_ms;
 }
@@ -1074,6 +1139,7 @@ static void client_timer_cb(struct loop *loop, struct timer *t)
         return;
     case CS_SEND_ERROR:
     case CS_LINGER:
+    case CS_TUNNEL:
         client_close(c);
         return;
     }
@@ -1089,6 +1155,7 @@ static void client_drive(struct client *c)
         case CS_EXCHANGE: s = step_exchange(c); break;
         case CS_SEND_ERROR: s = step_send_error(c); break;
         case CS_LINGER: s = step_linger(c); break;
+        case CS_TUNNEL: s = step_tunnel(c); break;
         }
         if (s == STEP_CLOSED)
             return;

@@ -134,6 +134,8 @@ void forward_request_head(struct exchange *ex, const char *head, size_t head_len
     if (affinity_len)
         n += (size_t)snprintf(extra + n, EXTRA_HEAD_BYTES - n, "X-Limpet-Affinity: %.*s\r\n",
                               (int)affinity_len, affinity);
+    if (ex->upgrade)
+        n += (size_t)snprintf(extra + n, EXTRA_HEAD_BYTES - n, "Connection: upgrade\r\n");
     add_span(&b, extra, n);
     if (sem->host) {
         add_literal(&b, "X-Forwarded-Host: ");
@@ -181,7 +183,9 @@ void forward_response_head(struct exchange *ex, const char *head, size_t head_le
         add_span(&b, h[i].line, h[i].line_len);
     }
     add_span(&b, set_cookie, set_cookie_len);
-    if (ex->close_client)
+    if (ex->tunnel)
+        add_literal(&b, "Connection: upgrade\r\n");
+    else if (ex->close_client)
         add_literal(&b, "Connection: close\r\n");
     else if (ex->minor_version == 0)
         add_literal(&b, "Connection: keep-alive\r\n");

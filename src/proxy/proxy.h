@@ -112,6 +112,9 @@ struct exchange {
     bool interim;                   /* the response head being sent is a 1xx */
     bool origin_eof;                /* the origin closed (until-close body ends) */
     unsigned attempts;              /* origin connections tried for this request */
+    bool upgrade;                   /* the request asks for a protocol upgrade (not h2c) */
+    bool tunnel;                    /* the origin accepted it: 101, then a tunnel */
+    bool tunnel_client_eof, tunnel_origin_eof;  /* each side finished sending */
     struct affinity_decision aff;   /* the session's routing decision and its edits */
     bool dechunk;                   /* chunked response decoded for an HTTP/1.0 client */
 
@@ -129,6 +132,7 @@ enum client_state {
     CS_EXCHANGE,        /* forwarding a request and its response */
     CS_SEND_ERROR,      /* sending a response limpet made, then closing */
     CS_LINGER,          /* write side shut: draining input briefly before close */
+    CS_TUNNEL,          /* upgraded: bytes relayed both ways (tunnel.c) */
 };
 
 struct client {
@@ -164,6 +168,9 @@ void client_stop_idle(struct worker *w);
 void client_close(struct client *c);
 /* The origin connection of c's exchange became readable or writable. */
 void client_origin_event(struct client *c);
+
+/* Relays tunnel bytes both ways; returns false when the tunnel is over. */
+bool tunnel_step(struct client *c);
 
 /* ---- origin connections (origin_conn.c) ---- */
 

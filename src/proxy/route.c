@@ -16,6 +16,7 @@
 
 #include "affinity/affinity.h"
 
+#include <netinet/in.h>
 #include <string.h>
 
 #include "core/log.h"
@@ -78,32 +79,117 @@ static void follow_current_snapshot(struct client *c)
     ex->num_tried = 0;
 }
 
+/* Sum of the usable origins' weights of pool p (0: nothing usable). */
+static uint64_t pool_usable_weight(const struct snapshot *s, size_t p)
+{
+    uint64_t total = 0;
+    for (size_t o = 0; o < s->cfg->pools[p].num_origins; o++)
+        if (snapshot_origin_usable(s, p, o))
+            total += s->cfg->pools[p].origins[o].weight;
+    return total;
+}
+
+/* Does the client address fall in the CIDR? */
+static bool cidr_contains(const struct cfg_cidr *cidr, const struct client *c)
+{
+    const struct sockaddr_storage *ss = &cidr->net.ss;
+    const uint8_t *net;
+    if (ss->ss_family == AF_INET && c->peer_family == 4)
+        net = (const uint8_t *)&((const struct sockaddr_in *)ss)->sin_addr;
+    else if (ss->ss_family == AF_INET6 && c->peer_family == 6)
+        net = (const uint8_t *)&((const struct sockaddr_in6 *)ss)->sin6_addr;
+    else
+        return false;
+    unsigned bits = cidr->prefix_len;
+    for (unsigned i = 0; bits > 0; i++, bits = bits > 8 ? bits - 8 : 0) {
+        uint8_t mask = bits >= 8 ? 0xff : (uint8_t)(0xff << (8 - bits));
+        if ((c->peer_addr[i] & mask) != (net[i] & mask))
+            return false;
+    }
+    return true;
+}
+
+/* The region_pools entry for the client's region (longest prefix wins), or NULL. */
+static const struct cfg_region_pools *client_region_pools(const struct client *c,
+                                                          const struct config *cfg,
+                                                          const struct cfg_load_balancer *lb)
+{
+    const char *best = NULL;
+    int best_len = -1;
+    for (size_t r = 0; r < cfg->num_client_regions; r++) {
+        const struct cfg_region *region = &cfg->client_regions[r];
+        for (size_t k = 0; k < region->num_cidrs; k++) {
+            if ((int)region->cidrs[k].prefix_len > best_len &&
+                cidr_contains(&region->cidrs[k], c)) {
+                best = region->name;
+                best_len = (int)region->cidrs[k].prefix_len;
+            }
+        }
+    }
+    for (size_t i = 0; best && i < lb->num_region_pools; i++)
+        if (strcmp(lb->region_pools[i].region, best) == 0)
+            return &lb->region_pools[i];
+    return NULL;
+}
+
+/* Tries pool p; on success records the choice. */
+static bool try_pool(struct client *c, long p, enum affinity_reason reason)
+{
+    struct exchange *ex = &c->ex;
+    long o = choose_in_pool(c, (size_t)p);
+    if (o < 0)
+        return false;
+    ex->pool = p;
+    ex->origin = o;
+    ex->tried[ex->num_tried].pool = (uint16_t)p;
+    ex->tried[ex->num_tried].origin = (uint16_t)o;
+    ex->num_tried++;
+    ex->reason = reason;
+    return true;
+}
+
+/* steering_policy "random": a default pool drawn by its usable weight first. */
+static bool try_random_pool(struct client *c, const struct cfg_load_balancer *lb)
+{
+    const struct snapshot *s = c->ex.use->snap;
+    uint64_t total = 0;
+    for (size_t i = 0; i < lb->num_default_pools; i++)
+        total += pool_usable_weight(s, lb->default_pools[i]);
+    if (total == 0)
+        return false;
+    uint64_t r = steer_random(&c->worker->rng) % total;
+    for (size_t i = 0; i < lb->num_default_pools; i++) {
+        uint64_t w = pool_usable_weight(s, lb->default_pools[i]);
+        if (r < w)
+            return try_pool(c, (long)lb->default_pools[i], REASON_NONE);
+        r -= w;
+    }
+    return false;
+}
+
 int route_choose(struct client *c)
 {
     struct exchange *ex = &c->ex;
     follow_current_snapshot(c);
     if (ex->num_tried >= MAX_ATTEMPTS || ex->lb < 0)
         return -1;
-    const struct cfg_load_balancer *lb = &ex->use->snap->cfg->load_balancers[ex->lb];
-    for (size_t i = 0; i <= lb->num_default_pools; i++) {
-        long p;
-        if (i < lb->num_default_pools)
-            p = (long)lb->default_pools[i];
-        else if (lb->fallback_pool >= 0)
-            p = lb->fallback_pool;
-        else
-            break;
-        long o = choose_in_pool(c, (size_t)p);
-        if (o >= 0) {
-            ex->pool = p;
-            ex->origin = o;
-            ex->tried[ex->num_tried].pool = (uint16_t)p;
-            ex->tried[ex->num_tried].origin = (uint16_t)o;
-            ex->num_tried++;
-            ex->reason = i < lb->num_default_pools ? REASON_NONE : REASON_FALLBACK_POOL;
-            return 0;
-        }
+    const struct config *cfg = ex->use->snap->cfg;
+    const struct cfg_load_balancer *lb = &cfg->load_balancers[ex->lb];
+
+    if (lb->steering_policy == POLICY_GEO) {
+        const struct cfg_region_pools *rp = client_region_pools(c, cfg, lb);
+        for (size_t i = 0; rp && i < rp->num_pools; i++)
+            if (try_pool(c, (long)rp->pools[i], REASON_NONE))
+                return 0;
+    } else if (lb->steering_policy == POLICY_RANDOM && try_random_pool(c, lb)) {
+        return 0;
     }
+    /* "off", and what the others fall back to: default pools in order, then the fallback. */
+    for (size_t i = 0; i < lb->num_default_pools; i++)
+        if (try_pool(c, (long)lb->default_pools[i], REASON_NONE))
+            return 0;
+    if (lb->fallback_pool >= 0 && try_pool(c, lb->fallback_pool, REASON_FALLBACK_POOL))
+        return 0;
     return -1;
 }
 

@@ -128,19 +128,31 @@ def test_control_good_response_keeps_connection(limpet, origin):
     assert o.connections == 1
 
 
-@pytest.mark.parametrize("extra", [
-    b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nX-Injected: 1\r\n\r\ninjected",
-    b"garbage",
-    b"\r\n",
-], ids=["whole-response", "garbage", "crlf"])
-def test_bytes_after_response_never_reach_another_client(limpet, origin, extra):
+INJECTED = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nX-Injected: 1\r\n\r\ninjected"
+
+# id: (what the origin sends for /bad: a complete response + bytes after it,
+#      the status and body the client must get for /bad)
+EXTRA = {
+    "whole-response": (OK_HEAD + b"Content-Length: 5\r\n\r\nhello" + INJECTED, 200, b"hello"),
+    "garbage": (OK_HEAD + b"Content-Length: 5\r\n\r\nhellogarbage", 200, b"hello"),
+    "crlf": (OK_HEAD + b"Content-Length: 5\r\n\r\nhello\r\n", 200, b"hello"),
+    "after-chunked": (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+                      + INJECTED, 200, b"hello"),
+    "204-with-body": (b"HTTP/1.1 204 No Content\r\n\r\n" + INJECTED, 204, b""),
+    "304-with-body": (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 8\r\n\r\ninjected", 304, b""),
+}
+
+
+@pytest.mark.parametrize("name", list(EXTRA))
+def test_bytes_after_response_never_reach_another_client(limpet, origin, name):
     """Bytes an origin sends after a complete response answer no request:
     they must not be taken as the response to the next request on that
     connection (response-queue poisoning); the connection is dropped."""
-    o = origin("s1", handler=handler_for(OK_HEAD + b"Content-Length: 5\r\n\r\nhello" + extra))
+    data, status, body = EXTRA[name]
+    o = origin("s1", handler=handler_for(data))
     lp = limpet(basic_config([o]))
     r = request_on_new_client(lp.port, "/bad")
-    assert r.status == 200 and r.body == b"hello"
+    assert r.status == status and r.body == body, r
     time.sleep(0.1)             # let the extra bytes arrive at limpet
     for i in range(3):
         r = request_on_new_client(lp.port, f"/next{i}")

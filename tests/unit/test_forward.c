@@ -32,7 +32,7 @@ static const char *rewrite_request(const char *head)
     int r = h1_parse_request(head, strlen(head), 16384, &req);
     assert_int_equal(r, (int)strlen(head));
     assert_int_equal(h1_request_semantics(&req, &sem), 0);
-    forward_request_head(&ex, head, (size_t)r, &req, &sem, "192.0.2.7", 9);
+    forward_request_head(&ex, head, (size_t)r, &req, &sem, "192.0.2.7", 9, NULL, 0);
     return join(ex.req_iov, ex.req_iov_n);
 }
 
@@ -101,7 +101,7 @@ static const char *rewrite_response(const char *head, bool close_client, int min
     int r = h1_parse_response(head, strlen(head), 65536, &resp);
     assert_int_equal(r, (int)strlen(head));
     assert_int_equal(h1_response_semantics(&resp, "GET", 3, &sem), 0);
-    forward_response_head(&ex, head, (size_t)r, &resp, &sem);
+    forward_response_head(&ex, head, (size_t)r, &resp, &sem, NULL, 0, NULL);
     return join(ex.resp_iov, ex.resp_iov_n);
 }
 
