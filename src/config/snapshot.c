@@ -260,6 +260,7 @@ struct snapshot *snapshot_build(struct config *cfg, char *err, size_t err_size)
                 unsigned long long started = atomic_load(&os->drain_started_ms);
                 if (draining && started == 0) {
                     atomic_store(&os->drain_started_ms, clock_ms());
+                    os->drain_end_logged = false;
                 } else if (!draining && started != 0) {
                     atomic_store(&os->drain_started_ms, 0);
                 }

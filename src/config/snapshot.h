@@ -44,6 +44,7 @@ struct origin_shared {
     atomic_ullong drain_started_ms; /* monotonic ms when draining began; 0: not draining */
     atomic_uint passive_failures;   /* consecutive failures seen by live traffic */
     atomic_ullong retry_after_ms;   /* passive backoff: not chosen before (monotonic ms) */
+    bool drain_end_logged;          /* control thread: the end of this drain was logged */
 };
 
 struct listen_socket {

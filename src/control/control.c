@@ -18,6 +18,7 @@
 #include "admin/admin.h"
 #include "config/snapshot.h"
 #include "core/log.h"
+#include "control/drain.h"
 #include "core/worker.h"
 #include "health/health.h"
 
@@ -198,6 +199,7 @@ int control_run(struct config *cfg, const char *config_path, const sigset_t *sig
         goto out;
     }
     snapshot_set_current(s);
+    drain_watch_start(&ctl);
     ctl.health = health_new(&ctl);
     if (!ctl.health) {
         log_error("cannot start health checks: out of memory");

@@ -36,6 +36,7 @@ struct control {
     uint64_t started_ms;           /* monotonic start time, for uptime */
     struct health *health;         /* monitors and passive checks (src/health) */
     struct admin *admin;           /* admin API server (src/admin); NULL without "admin" */
+    struct timer drain_timer;      /* logs the end of drains (drain.c) */
 };
 
 /*

@@ -55,6 +55,7 @@ static void detach_origin(struct client *c, bool reusable)
     struct steer_slot *slot = &c->worker->origins[oc->origin_id].steer;
     if (slot->active > 0)
         slot->active--;
+    STAT_ADD(c->worker->stats.origins[oc->origin_id].active, -1);
     ex->oc = NULL;
     origin_conn_release(oc, reusable);
 }
@@ -374,11 +375,12 @@ static void note_session(struct client *c)
     struct origin_stats *st = &c->worker->stats.origins[os->id];
     uint64_t now = clock_wall_us() / 1000000u;
     if (!st->sessions) {
-        st->sessions = malloc(sizeof(*st->sessions)); /* once per origin and worker */
-        if (!st->sessions)
+        struct hll_window *win = malloc(sizeof(*win)); /* once per origin and worker */
+        if (!win)
             return;
         double ttl = ex->use->snap->cfg->load_balancers[ex->lb].session_affinity_ttl;
-        hll_window_init(st->sessions, ttl > 0 ? (uint32_t)ttl : 86400, now);
+        hll_window_init(win, ttl > 0 ? (uint32_t)ttl : 86400, now);
+        __atomic_store_n(&st->sessions, win, __ATOMIC_RELEASE); /* readers: admin API */
     }
     hll_window_add(st->sessions, hll_mix64(ex->aff.session_hash), now);
 }
@@ -526,6 +528,7 @@ static enum step connect_origin(struct client *c)
             ex->connect_start_ms = ex->origin_io_ms = w->loop.now_ms;
             ex->req_sent_on_conn = 0;
             w->origins[oc->origin_id].steer.active++;
+            STAT_ADD(w->stats.origins[oc->origin_id].active, 1);
             return STEP_PROGRESS;
         }
         route_origin_failed(c, err);

@@ -199,6 +199,7 @@ void route_origin_failed(struct client *c, int err)
     const struct snapshot *s = ex->use->snap;
     struct origin_shared *os = s->pools[ex->pool].origins[ex->origin];
     unsigned failures = atomic_fetch_add(&os->passive_failures, 1);
+    STAT_ADD(c->worker->stats.origins[os->id].connect_failures, 1);
     unsigned shift = failures < 4 ? failures : 4;
     uint64_t backoff = (uint64_t)PASSIVE_BACKOFF_MIN_MS << shift;
     if (backoff > PASSIVE_BACKOFF_MAX_MS)

@@ -966,3 +966,115 @@ class DemoOrigin:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
         self._err.close()
+
+
+# --------------------------------------------------------------------------
+# admin API (SPEC §6)
+# --------------------------------------------------------------------------
+
+LIMPETCTL = Path(os.environ.get("LIMPETCTL_BIN") or REPO / "build" / "limpetctl")
+
+
+def with_admin(cfg, *, token_file=None, state_file=None, port=None):
+    """cfg with an "admin" section on 127.0.0.1:<free port> (cfg is changed
+    and returned). token_file / state_file are paths (relative ones are
+    relative to the limpet process's directory, the test's tmp_path)."""
+    admin = {"address": f"127.0.0.1:{port or free_port()}"}
+    if token_file is not None:
+        admin["token_file"] = str(token_file)
+    if state_file is not None:
+        admin["state_file"] = str(state_file)
+    cfg["admin"] = admin
+    return cfg
+
+
+class AdminResult:
+    def __init__(self, status, headers, body):
+        self.status, self.headers, self.body = status, headers, body
+        try:
+            self.json = json.loads(body) if body else None
+        except ValueError:
+            self.json = None
+
+    def header(self, name, default=None):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return default
+
+    @property
+    def error(self):
+        """The {"code", "message"} of an error answer (None otherwise)."""
+        return (self.json or {}).get("error") if isinstance(self.json, dict) else None
+
+    def __repr__(self):
+        return f"<AdminResult {self.status} {self.body[:300]!r}>"
+
+
+class AdminClient:
+    """A client of the admin API at host:port: .call(method, path, body)
+    sends JSON (a dict/list body) or raw bytes, with the Bearer token when
+    one is given; every call is one fresh connection."""
+
+    def __init__(self, address, token=None, timeout=DEFAULT_TIMEOUT):
+        self.host, self.port = split_hostport(address)
+        self.address = address
+        self.url = f"http://{address}"
+        self.token = token
+        self.timeout = timeout
+
+    def call(self, method, path, body=None, headers=None, token=None):
+        hdrs = dict(headers or {})
+        tok = token if token is not None else self.token
+        if tok:
+            hdrs.setdefault("Authorization", f"Bearer {tok}")
+        data = None
+        if body is not None:
+            data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+            if isinstance(data, str):
+                data = data.encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request(method, path, body=data, headers=hdrs)
+            r = conn.getresponse()
+            return AdminResult(r.status, r.getheaders(), r.read())
+        finally:
+            conn.close()
+
+    def get(self, path, **kw):
+        return self.call("GET", path, **kw)
+
+    def patch(self, path, body, **kw):
+        return self.call("PATCH", path, body=body, **kw)
+
+    def post(self, path, body=None, **kw):
+        return self.call("POST", path, body=body, **kw)
+
+    def delete(self, path, **kw):
+        return self.call("DELETE", path, **kw)
+
+    def origin(self, pool, name):
+        """The origin's JSON from GET /api/v1/pools/{pool} (None when absent)."""
+        r = self.get(f"/api/v1/pools/{pool}")
+        assert r.status == 200, r
+        return next((o for o in r.json["origins"] if o["name"] == name), None)
+
+
+def admin_client(lp, token=None, wait=5.0):
+    """An AdminClient for a started Limpet whose config has "admin", once
+    the admin address accepts connections."""
+    address = lp.config["admin"]["address"]
+    host, port = split_hostport(address)
+    if not wait_for_tcp(host, port, timeout=wait, proc=lp.proc):
+        raise AssertionError(f"admin API did not listen on {address}; stderr:\n"
+                             f"{lp.stderr_text()[-3000:]}")
+    return AdminClient(address, token=token)
+
+
+def limpetctl(*args, timeout=30, input=None):
+    """Runs build/limpetctl ARGS; returns CompletedProcess (text)."""
+    if not (LIMPETCTL.is_file() and os.access(LIMPETCTL, os.X_OK)):
+        raise FileNotFoundError(f"{LIMPETCTL} does not exist: build it first (`make` in {REPO})")
+    return subprocess.run([str(LIMPETCTL), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, input=input)

@@ -325,3 +325,58 @@ def test_none_mode_no_cookie_no_stickiness(limpet, origin):
     _, req = origin_request(os_, "/n/0")
     assert req.header("X-Limpet-Affinity") is None
     assert req.header("Cookie") == "a=1"
+
+
+# ---- hash modes and drain ---------------------------------------------------------
+
+@needs_aliases
+@pytest.mark.timeout(30)
+def test_ip_mode_drain_moves_clients_once(limpet, origin):
+    """ip mode, origin s1 draining (drain_duration 1.5 s): its clients stay
+    during the drain, then move to one new origin each and stay there; the
+    first request after the move tells the origin `reassigned; previous=s1`.
+    (Hash modes keep no per-client state, so whether later requests say
+    `hit` or keep saying `reassigned` is not asserted here.)"""
+    import time
+    os_ = [origin(f"s{i}") for i in (1, 2, 3)]
+    attrs = {"drain_duration": 1.5}
+    cfg = affinity_config(os_, "ip", attrs=attrs, access="off")
+    lp = limpet(cfg)
+    addrs = [f"127.0.0.{n}" for n in range(2, 40)]
+    home = {a: get(lp.port, "/", source=a).served_by for a in addrs}
+    on_s1 = [a for a in addrs if home[a] == "s1"]
+    assert on_s1
+    cfg2 = affinity_config([{"name": o.name, "address": o.address,
+                             **({"state": "draining"} if o.name == "s1" else {})} for o in os_],
+                           "ip", attrs=attrs, access="off")
+    cfg2["listen"] = cfg["listen"]
+    reload(lp, cfg2)
+    for a in on_s1:
+        assert get(lp.port, "/during", source=a).served_by == "s1"
+    time.sleep(1.7)
+    tags = collections.defaultdict(list)
+    moved_to = {}
+    for rnd in range(3):
+        for a in on_s1:
+            path = f"/after/{a}/{rnd}"
+            r = get(lp.port, path, source=a)
+            assert r.served_by != "s1"
+            assert moved_to.setdefault(a, r.served_by) == r.served_by
+            _, req = origin_request(os_, path)
+            tags[a].append(req.header("X-Limpet-Affinity"))
+    for a in on_s1:
+        assert tags[a][0] == "reassigned; previous=s1", (a, tags[a])
+
+
+def test_header_mode_affinity_header_values(limpet, origin):
+    """What the origin is told in header mode: the same session id gives the
+    same answer every time after the first."""
+    os_ = four(origin)
+    lp = limpet(affinity_config(os_, "header", attrs={"headers": ["x-gwre-session"]},
+                                access="off"))
+    for i in range(3):
+        get(lp.port, f"/h/{i}", {"x-gwre-session": "one-session"})
+    tags = [origin_request(os_, f"/h/{i}")[1].header("X-Limpet-Affinity") for i in range(3)]
+    assert tags[1:] == ["hit", "hit"], tags
+    assert tags[0] in ("new", "hit"), tags
+

@@ -261,7 +261,7 @@ def test_request_header_timeout_408(refusal_lb, raw):
 
 
 def test_request_header_timeout_trickle(refusal_lb, raw):
-    """Slowloris: a head trickled a field line at a time is cut at
+    """Slowloris: a head trickled a field line every 0.5 s is cut at
     request_header (+1 s), however steadily bytes arrive."""
     before = len(refusal_lb.origin.requests)
     c = raw(refusal_lb.port, timeout=10)
@@ -269,7 +269,7 @@ def test_request_header_timeout_trickle(refusal_lb, raw):
     send_all(c, b"GET /trickle HTTP/1.1\r\nHost: h\r\n")
     closed = False
     for i in range(40):
-        time.sleep(0.25)
+        time.sleep(0.5)
         try:
             c.send(b"X-T%d: v\r\n" % i)
         except OSError:
