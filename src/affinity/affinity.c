@@ -220,7 +220,9 @@ static enum affinity_reason pinned_verdict(const struct client *c, size_t p, siz
     const struct snapshot *s = c->ex.use->snap;
     const struct cfg_origin *origin = &s->cfg->pools[p].origins[o];
     const struct origin_shared *os = s->pools[p].origins[o];
-    if (!atomic_load_explicit(&os->healthy, memory_order_relaxed))
+    /* Unhealthy per monitor, or (SPEC §5) live traffic failed to connect to it. */
+    if (!atomic_load_explicit(&os->healthy, memory_order_relaxed) ||
+        atomic_load_explicit(&os->retry_after_ms, memory_order_relaxed) > c->worker->loop.now_ms)
         return REASON_REASSIGNED_UNHEALTHY;
     if (origin->state == ORIGIN_DISABLED)
         return REASON_REASSIGNED_DISABLED;

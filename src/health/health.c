@@ -123,8 +123,14 @@ static void next_check_cb(struct loop *loop, struct timer *t)
 {
     (void)loop;
     struct monitored *m = (struct monitored *)((char *)t - offsetof(struct monitored, next));
-    if (probe_start(&m->probe, m->mon, &m->origin->addr, m->origin->address) < 0)
+    int rc = probe_start(&m->probe, m->mon, &m->origin->addr, m->origin->address);
+    if (rc == PROBE_FAILED) {
         check_done(m, false, m->probe.reason);
+    } else if (rc == PROBE_LOCAL_ERROR) {
+        /* not the origin's fault: no verdict, try again at the next slot */
+        log_error("cannot check origin %s/%s: %s", m->os->pool, m->os->name, m->probe.reason);
+        schedule_next(m);
+    }
 }
 
 /* ---- passive checks ---- */

@@ -117,6 +117,25 @@ static int prepare_http(struct probe *p, const struct cfg_monitor *mon, const ch
     return p->req && p->buf && p->method && p->expected_codes ? 0 : -1;
 }
 
+/* Whether a failed socket() or connect() is limpet's problem, not the origin's. */
+static bool local_error(int err)
+{
+    return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM ||
+           err == EADDRNOTAVAIL || err == EAGAIN;
+}
+
+/* Gives up starting a check: sets the reason, releases, returns code. */
+__attribute__((format(printf, 3, 4)))
+static int refuse_start(struct probe *p, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(p->reason, sizeof(p->reason), fmt, ap);
+    va_end(ap);
+    release(p);
+    return code;
+}
+
 int probe_start(struct probe *p, const struct cfg_monitor *mon, const struct addr *addr,
                 const char *host)
 {
@@ -124,34 +143,26 @@ int probe_start(struct probe *p, const struct cfg_monitor *mon, const struct add
     p->connected = p->head_done = false;
     p->timeout_s = mon->timeout;
     p->req_sent = p->len = p->head_len = p->body_len = 0;
-    if (!p->tcp_only && prepare_http(p, mon, host) < 0) {
-        release(p);
-        snprintf(p->reason, sizeof(p->reason), "out of memory");
-        return -1;
-    }
+    if (!p->tcp_only && prepare_http(p, mon, host) < 0)
+        return refuse_start(p, PROBE_LOCAL_ERROR, "out of memory");
     int fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        snprintf(p->reason, sizeof(p->reason), "socket: %s", strerror(errno));
-        release(p);
-        return -1;
-    }
+    if (fd < 0)
+        return refuse_start(p, PROBE_LOCAL_ERROR, "socket: %s", strerror(errno));
     if (connect(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 &&
         errno != EINPROGRESS) {
-        snprintf(p->reason, sizeof(p->reason), "connect: %s", strerror(errno));
+        int err = errno;
         close(fd);
-        release(p);
-        return -1;
+        return refuse_start(p, local_error(err) ? PROBE_LOCAL_ERROR : PROBE_FAILED,
+                            "connect: %s", strerror(err));
     }
     int rc = loop_watch(p->loop, &p->io, fd, EPOLLOUT, io_cb);
     uint64_t timeout_ms = (uint64_t)(mon->timeout * 1000.0);
     if (rc == 0)
         rc = timer_arm(p->loop, &p->deadline, timeout_ms ? timeout_ms : 1);
-    if (rc < 0) {
-        snprintf(p->reason, sizeof(p->reason), "cannot watch the check: %s", strerror(-rc));
-        release(p);
-        return -1;
-    }
-    return 0;
+    if (rc < 0)
+        return refuse_start(p, PROBE_LOCAL_ERROR, "cannot watch the check: %s",
+                            strerror(-rc));
+    return PROBE_STARTED;
 }
 
 static void deadline_cb(struct loop *loop, struct timer *t)

@@ -57,10 +57,16 @@ struct probe {
 void probe_init(struct probe *p, struct loop *loop,
                 void (*done)(struct probe *p, bool pass, const char *reason));
 
+enum {
+    PROBE_STARTED = 0,          /* done will be called */
+    PROBE_FAILED = -1,          /* the origin failed at once (connect refused …) */
+    PROBE_LOCAL_ERROR = -2,     /* limpet could not check (no descriptor, memory …) */
+};
+
 /*
  * Starts a check of addr with mon; host is the Host value when mon sets none.
- * Returns 0 (done will be called), or -1 when the check failed at once
- * (p->reason says why; done is not called).
+ * Returns PROBE_STARTED, or one of the errors with p->reason saying why (done
+ * is then not called). A local error says nothing about the origin.
  */
 int probe_start(struct probe *p, const struct cfg_monitor *mon, const struct addr *addr,
                 const char *host);
