@@ -125,7 +125,8 @@ function renderHeader(status) {
     el("span", {}, "version ", el("b", { text: status.version })),
     el("span", {}, "up ", el("b", { text: fmtDuration(status.uptime) })),
     el("span", {}, "workers ", el("b", { text: status.workers })),
-    el("span", {}, "config ", el("b", { text: status.config || "built-in" })),
+    el("span", { title: status.config || "" }, "config ",
+       el("b", { text: status.config ? status.config.split("/").pop() : "built-in" })),
     el("span", {}, "generation ", el("b", { text: status.generation })),
     el("span", {}, "reloads ", el("b", { text: status.reloads + (status.reload_failures ?
       " (" + status.reload_failures + " failed)" : "") })));

@@ -220,10 +220,14 @@ static enum affinity_reason pinned_verdict(const struct client *c, size_t p, siz
     const struct snapshot *s = c->ex.use->snap;
     const struct cfg_origin *origin = &s->cfg->pools[p].origins[o];
     const struct origin_shared *os = s->pools[p].origins[o];
-    /* Unhealthy per monitor, or (SPEC §5) live traffic failed to connect to it. */
-    if (!atomic_load_explicit(&os->healthy, memory_order_relaxed) ||
-        atomic_load_explicit(&os->retry_after_ms, memory_order_relaxed) > c->worker->loop.now_ms)
+    if (!atomic_load_explicit(&os->healthy, memory_order_relaxed))
         return REASON_REASSIGNED_UNHEALTHY;
+    /* Live traffic failed to connect to it lately (SPEC §5: unhealthy too);
+     * under "temporary" failover the session waits elsewhere, cookie kept. */
+    if (atomic_load_explicit(&os->retry_after_ms, memory_order_relaxed) > c->worker->loop.now_ms)
+        return exchange_lb(c)->attributes.zero_downtime_failover == FAILOVER_TEMPORARY
+                   ? REASON_FAILOVER_TEMPORARY
+                   : REASON_REASSIGNED_UNHEALTHY;
     if (origin->state == ORIGIN_DISABLED)
         return REASON_REASSIGNED_DISABLED;
     if (origin->state == ORIGIN_DRAINING) {
@@ -322,8 +326,6 @@ static bool read_limpet_cookie(struct client *c, const struct h1_request *req,
     const struct cfg_load_balancer *lb = exchange_lb(c);
     const char *name = lb->attributes.cookie_name;
     size_t name_len = strlen(name);
-    d->strip_cookie = name;
-    d->strip_cookie_len = name_len;
     for (size_t i = 0; i < req->num_headers; i++) {
         const struct h1_header *h = &req->headers[i];
         const char *val;
@@ -486,6 +488,10 @@ int affinity_decide(struct client *c, const struct h1_request *req, struct affin
         return 0;
     }
 
+    if (uses_limpet_cookie(mode)) { /* limpet's cookie never reaches the origin */
+        d->strip_cookie = lb->attributes.cookie_name;
+        d->strip_cookie_len = strlen(d->strip_cookie);
+    }
     size_t p = 0, o = 0;
     bool have_pin = false, cookie_session = false, invalid = false;
     uint64_t hash = 0;
@@ -570,7 +576,7 @@ int affinity_decide(struct client *c, const struct h1_request *req, struct affin
     if (ex->reason == REASON_FALLBACK_POOL && d->reason == REASON_NEW)
         d->reason = REASON_FALLBACK_POOL;
     ex->reason = d->reason;
-    if (cookie_session) {
+    if (cookie_session && d->reason != REASON_FAILOVER_TEMPORARY) {
         d->has_token = d->has_token && d->previous_pool >= 0; /* a moved session keeps its id */
         affinity_issue_cookie(c, d);
     }

@@ -834,7 +834,9 @@ static enum step parse_response_head(struct client *c)
         ex->status = 101;
         ex->resp_body = H1_BODY_NONE;
         keep_upgrade_field(w->resp.headers, w->resp.num_headers, sem);
-        forward_response_head(ex, head, (size_t)r, &w->resp, sem, NULL, 0, NULL);
+        size_t set_cookie_len = format_set_cookie(c);
+        forward_response_head(ex, head, (size_t)r, &w->resp, sem, ex->resp_extra, set_cookie_len,
+                              NULL);
         in->start += (uint32_t)r;
         ex->resp_head_parsed = true;
         return STEP_PROGRESS;

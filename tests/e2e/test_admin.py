@@ -295,8 +295,9 @@ def test_patch_default_and_fallback_pools(limpet, origin):
 def test_pools_get(limpet, origin):
     os_ = three(origin)
     lp, api = start(limpet, with_admin(cookie_config(os_, threads=2)))
-    for _ in range(5):
-        assert http_request(lp.port).status == 200
+    for _ in range(5):                      # five sessions of two requests each
+        name, cookie = served_by(lp.port)
+        assert served_by(lp.port, cookie)[0] == name
     r = api.get("/api/v1/pools")
     assert r.status == 200
     [pool] = r.json["pools"]
@@ -309,8 +310,8 @@ def test_pools_get(limpet, origin):
                 "active_connections", "requests", "responses", "sessions"):
         assert key in o1, key
     assert o1["address"] == os_[0].address and o1["weight"] == 1 and o1["healthy"] is True
-    assert sum(o["requests"] for o in pool["origins"]) == 5
-    assert sum(o["responses"]["2xx"] for o in pool["origins"]) == 5
+    assert sum(o["requests"] for o in pool["origins"]) == 10
+    assert sum(o["responses"]["2xx"] for o in pool["origins"]) == 10
     assert sum(o["sessions"] for o in pool["origins"]) == 5
     one = api.get("/api/v1/pools/app")
     assert one.status == 200 and one.json["name"] == "app"

@@ -244,33 +244,36 @@ def test_cookie_from_another_secret_is_invalid(limpet, origin, tmp_path):
 
 # ---- expiry -------------------------------------------------------------------
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(40)
 def test_sliding_expiry_and_max_life(limpet, origin):
-    """ttl 4: a cookie older than 2 s is re-issued (same origin); max_life 6:
-    six seconds after the session began the cookie is no longer honoured,
-    even though it was refreshed."""
+    """ttl 6: a cookie older than 3 s is re-issued (same origin, same
+    session); max_life 8: more than eight seconds after the session began the
+    cookie is no longer honoured, although its refreshed value is younger than
+    the TTL. (Token times are whole seconds: the sleeps leave a second of
+    margin each way.)"""
     os_ = three(origin)
-    lp = limpet(affinity_config(os_, "cookie", ttl=4, attrs={"max_life": 6}))
+    lp = limpet(affinity_config(os_, "cookie", ttl=6, attrs={"max_life": 8}))
     s = Session(lp.port)
+    t0 = time.monotonic()
     r0 = s.get("/t0")
     home, v0 = r0.served_by, s.cookie
-    assert r0.set_cookie().attrs["max-age"] == "4"
+    assert r0.set_cookie().attrs["max-age"] == "6"
     r1 = s.get("/t0b")                        # young: no re-issue
     assert r1.served_by == home and r1.set_cookie() is None
-    time.sleep(3.2)                           # older than ttl/2, younger than ttl
-    r2 = s.get("/t3")
+    time.sleep(4.2)                           # older than ttl/2, younger than ttl
+    r2 = s.get("/t4")
     assert r2.served_by == home
     c2 = r2.set_cookie()
     assert c2 is not None, "a cookie older than half its TTL is re-issued"
-    assert c2.value != v0 and c2.attrs["max-age"] == "4"
-    assert log_entry(lp, "/t3")["affinity"] == "hit"
-    r3 = s.get("/t3b")
+    assert c2.value != v0 and c2.attrs["max-age"] == "6"
+    assert log_entry(lp, "/t4")["affinity"] == "hit"
+    r3 = s.get("/t4b")
     assert r3.served_by == home and r3.set_cookie() is None
-    time.sleep(3.5)                           # session began > 6 s ago, refreshed ~3.5 s ago
-    r4 = s.get("/t7")
+    time.sleep(max(0.0, 9.2 - (time.monotonic() - t0)))   # > max_life since start, < ttl since refresh
+    r4 = s.get("/t9")
     c4 = r4.set_cookie()
     assert c4 is not None, "a session older than max_life is replaced"
-    assert log_entry(lp, "/t7")["affinity"] == "invalid-cookie"
+    assert log_entry(lp, "/t9")["affinity"] == "invalid-cookie"
 
 
 @pytest.mark.timeout(30)
@@ -420,3 +423,33 @@ def test_websocket_upgrade_of_new_session_sets_cookie(limpet, origin, raw):
     assert r.status == 101
     cookies = [v for v in r.header_all("Set-Cookie") if v.startswith(COOKIE + "=")]
     assert len(cookies) == 1, r.headers
+
+
+def test_concurrent_sessions_on_several_workers(limpet, origin):
+    """20 browser-like sessions at once against 4 worker threads: every one
+    stays on the origin of its first response."""
+    import threading
+    os_ = three(origin)
+    lp = limpet(affinity_config(os_, "cookie", access="off", threads=4))
+    problems = []
+
+    def run(k):
+        try:
+            s = Session(lp.port, keep_alive=(k % 2 == 0))
+            home = s.get(f"/c{k}").served_by
+            for i in range(30):
+                r = s.get(f"/c{k}/{i}")
+                if r.status != 200 or r.served_by != home:
+                    problems.append((k, i, r.status, r.served_by, home))
+                    return
+            s.close()
+        except Exception as e:                  # noqa: BLE001
+            problems.append((k, repr(e)))
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not problems, problems[:5]
+    assert all(len(o.requests) > 0 for o in os_)

@@ -332,14 +332,14 @@ def test_none_mode_no_cookie_no_stickiness(limpet, origin):
 @needs_aliases
 @pytest.mark.timeout(30)
 def test_ip_mode_drain_moves_clients_once(limpet, origin):
-    """ip mode, origin s1 draining (drain_duration 1.5 s): its clients stay
+    """ip mode, origin s1 draining (drain_duration 2 s): its clients stay
     during the drain, then move to one new origin each and stay there; the
     first request after the move tells the origin `reassigned; previous=s1`.
     (Hash modes keep no per-client state, so whether later requests say
     `hit` or keep saying `reassigned` is not asserted here.)"""
     import time
     os_ = [origin(f"s{i}") for i in (1, 2, 3)]
-    attrs = {"drain_duration": 1.5}
+    attrs = {"drain_duration": 2}
     cfg = affinity_config(os_, "ip", attrs=attrs, access="off")
     lp = limpet(cfg)
     addrs = [f"127.0.0.{n}" for n in range(2, 40)]
@@ -353,7 +353,7 @@ def test_ip_mode_drain_moves_clients_once(limpet, origin):
     reload(lp, cfg2)
     for a in on_s1:
         assert get(lp.port, "/during", source=a).served_by == "s1"
-    time.sleep(1.7)
+    time.sleep(2.2)
     tags = collections.defaultdict(list)
     moved_to = {}
     for rnd in range(3):
@@ -380,3 +380,18 @@ def test_header_mode_affinity_header_values(limpet, origin):
     assert tags[1:] == ["hit", "hit"], tags
     assert tags[0] in ("new", "hit"), tags
 
+
+
+def test_header_mode_strips_fallback_cookie_when_header_present(limpet, origin):
+    """A client that holds the fallback cookie and also sends the header is
+    routed by the header; limpet's cookie is still removed from the request
+    it forwards (SPEC §3), other cookies pass untouched."""
+    os_ = four(origin)
+    lp = limpet(affinity_config(os_, "header",
+                                attrs={"headers": ["x-gwre-session"], "cookie_name": "gwre"},
+                                access="off"))
+    v = get(lp.port, "/first").set_cookie("gwre").value
+    r = get(lp.port, "/both", {"x-gwre-session": "abc", "Cookie": f"a=1; gwre={v}"})
+    assert r.status == 200
+    _, req = origin_request(os_, "/both")
+    assert req.header_all("Cookie") == ["a=1"], req.headers

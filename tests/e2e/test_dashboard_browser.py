@@ -1,0 +1,58 @@
+"""The dashboard in a real browser: headless Chromium (Debian's chromium)
+driven by playwright-core (tests/browser/dashboard.mjs). It loads the page
+of a running limpet, sees three origins, clicks "drain" on one and sees the
+change in the page and in the API; the screenshot is kept in the test's
+tmp directory. Missing tools fail the test with the command that installs
+them (nothing is skipped)."""
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from harness import REPO, admin_client, basic_config, http_request, with_admin
+
+BROWSER_DIR = REPO / "tests" / "browser"
+CHROMIUM = Path("/usr/bin/chromium")
+INSTALL = "apt-get install -y chromium nodejs npm && (cd tests/browser && npm ci)"
+
+
+def require_browser_tools():
+    missing = []
+    if not CHROMIUM.exists():
+        missing.append(str(CHROMIUM))
+    if not shutil.which("node"):
+        missing.append("node")
+    if not (BROWSER_DIR / "node_modules" / "playwright-core" / "package.json").is_file():
+        missing.append("tests/browser/node_modules/playwright-core")
+    if missing:
+        pytest.fail(f"the browser test needs {', '.join(missing)}; run: {INSTALL}",
+                    pytrace=False)
+
+
+@pytest.mark.timeout(120)
+def test_dashboard_drain_in_chromium(limpet, origin, tmp_path):
+    require_browser_tools()
+    os_ = [origin("o1"), origin("o2"), origin("o3")]
+    lp = limpet(with_admin(basic_config(os_, lb_extra={"session_affinity": "cookie"})))
+    api = admin_client(lp)
+    for _ in range(6):
+        assert http_request(lp.port).status == 200
+    shot = tmp_path / "dashboard.png"
+    p = subprocess.run(["node", str(BROWSER_DIR / "dashboard.mjs"), api.url + "/", "o2",
+                        str(shot), str(tmp_path / "chromium-profile")],
+                       capture_output=True, text=True, timeout=100, cwd=BROWSER_DIR)
+    assert p.returncode == 0, f"stdout:\n{p.stdout}\nstderr:\n{p.stderr}"
+    result = json.loads(p.stdout.strip().splitlines()[-1])
+    assert result["title"] == "limpet"
+    assert [(r["pool"], r["origin"], r["state"], r["health"]) for r in result["before"]] == [
+        ("app", "o1", "enabled", "up"), ("app", "o2", "enabled", "up"),
+        ("app", "o3", "enabled", "up")]
+    after = {r["origin"]: r["state"] for r in result["after"]}
+    assert after["o2"].startswith("draining") and after["o1"] == after["o3"] == "enabled"
+    assert result["problems"] == []
+    assert api.origin("app", "o2")["state"] == "draining"
+    data = shot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000
+    print(f"dashboard screenshot: {shot}")
