@@ -76,7 +76,7 @@ def request_seeds():
 
 
 def response_seeds():
-    seeds = list(trr.BAD.values())
+    seeds = list(trr.BAD.values()) + [data for data, _status, _body in trr.EXTRA.values()]
     ok = trr.OK_HEAD
     seeds += [
         ok + b"Content-Length: 5\r\n\r\nhello",

@@ -1399,11 +1399,14 @@ int main(int argc, char **argv)
             o.token = read_token(option_value(argc, argv, &i));
         } else if (strcmp(a, "--json") == 0) {
             o.json = true;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-            fputs(usage_text, stdout);
-            return 0;
-        } else if (strcmp(a, "--version") == 0) {
-            printf("limpetctl %s\n", LIMPET_VERSION);
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0 ||
+                   strcmp(a, "--version") == 0) {
+            if (a[2] == 'v')
+                printf("limpetctl %s\n", LIMPET_VERSION);
+            else
+                fputs(usage_text, stdout);
+            free(o.token);
+            free(rest);
             return 0;
         } else {
             rest[nrest++] = argv[i];

@@ -48,6 +48,7 @@
 #define ADMIN_IDLE_MS 60000
 #define ADMIN_READ_CHUNK 16384
 #define ADMIN_TOKEN_MAX 4096
+#define ADMIN_ACCEPT_PAUSE_MS 100
 
 #define container_of(ptr, type, member) \
     ((type *)(void *)((char *)(ptr) - offsetof(type, member)))
@@ -229,11 +230,14 @@ static bool authorized(const struct admin *a, const struct h1_request *req)
     return CRYPTO_memcmp(d, a->token_digest, sizeof(d)) == 0;
 }
 
-/* Host names a loopback address or "localhost" (with or without a port). */
+/* Host names a loopback address or "localhost" (with or without a port),
+ * or is absent (HTTP/1.0). */
 static bool loopback_host(const struct h1_header *host)
 {
     char name[128];
-    if (!host || host->value_len == 0 || host->value_len >= sizeof(name))
+    if (!host)
+        return true;        /* HTTP/1.0 without Host: no browser sends that */
+    if (host->value_len == 0 || host->value_len >= sizeof(name))
         return false;
     memcpy(name, host->value, host->value_len);
     name[host->value_len] = '\0';
@@ -481,14 +485,29 @@ static void idle_cb(struct loop *loop, struct timer *t)
     conn_close(container_of(t, struct admin_conn, idle));
 }
 
+static void accept_resume_cb(struct loop *loop, struct timer *t)
+{
+    struct admin *a = container_of(t, struct admin, accept_resume);
+    loop_modify(loop, &a->listener, EPOLLIN);
+}
+
 static void accept_cb(struct loop *loop, struct io_watch *w, uint32_t events)
 {
     (void)events;
     struct admin *a = container_of(w, struct admin, listener);
     for (;;) {
         int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* The listener stays readable: stop watching it for a
+                 * moment rather than spin on the control thread. */
+                log_error("admin: accept: %s; pausing for %d ms", strerror(errno),
+                          ADMIN_ACCEPT_PAUSE_MS);
+                loop_modify(loop, w, 0);
+                timer_arm(loop, &a->accept_resume, ADMIN_ACCEPT_PAUSE_MS);
+            }
             return;
+        }
         struct admin_conn *c = a->num_conns < ADMIN_MAX_CONNS ? calloc(1, sizeof(*c)) : NULL;
         if (!c) {
             close(fd);
@@ -581,6 +600,7 @@ struct admin *admin_new(struct control *ctl, const struct config *cfg)
     }
     a->ctl = ctl;
     a->listener.fd = -1;
+    timer_init(&a->accept_resume, accept_resume_cb);
     if (conf->token_file && load_token(a, conf->token_file) < 0) {
         admin_free(a);
         return NULL;
@@ -634,6 +654,7 @@ void admin_free(struct admin *a)
         return;
     while (a->conns)
         conn_close(a->conns);
+    timer_cancel(&a->ctl->loop, &a->accept_resume);
     if (a->listener.fd >= 0) {
         loop_unwatch(&a->ctl->loop, &a->listener);
         close(a->listener.fd);

@@ -28,6 +28,7 @@ struct admin_conn;
 struct admin {
     struct control *ctl;
     struct io_watch listener;       /* the listening socket */
+    struct timer accept_resume;     /* resumes accepting after running out of descriptors */
     char *address;                  /* admin.address at start */
     char *token_file;               /* admin.token_file at start (NULL: none) */
     bool has_token;

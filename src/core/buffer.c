@@ -1,10 +1,31 @@
 /*
  * buffer — per-thread buffer free list (see buffer.h).
+ *
+ * Buffers are mapped pages of their own rather than heap blocks, so one given
+ * back beyond the free list's bound returns its memory to the system at once
+ * (a burst of connections does not leave the heap grown for good).
  */
 #include "core/buffer.h"
 
-#include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+
+void *pages_alloc(size_t size)
+{
+    void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return mem == MAP_FAILED ? NULL : mem;
+}
+
+void pages_free(void *p, size_t size)
+{
+    if (p)
+        munmap(p, size);
+}
+
+static void buf_unmap(struct buf *b)
+{
+    pages_free(b, sizeof(*b));
+}
 
 void buf_pool_init(struct buf_pool *pool, size_t max_free)
 {
@@ -19,7 +40,7 @@ void buf_pool_fini(struct buf_pool *pool)
     while (pool->free) {
         struct buf *b = pool->free;
         pool->free = b->next_free;
-        free(b);
+        buf_unmap(b);
     }
     pool->num_free = 0;
 }
@@ -31,7 +52,7 @@ struct buf *buf_get(struct buf_pool *pool)
         pool->free = b->next_free;
         pool->num_free--;
     } else {
-        b = malloc(sizeof(*b));
+        b = pages_alloc(sizeof(*b));
         if (!b)
             return NULL;
     }
@@ -47,7 +68,7 @@ void buf_put(struct buf_pool *pool, struct buf *b)
         return;
     pool->in_use--;
     if (pool->num_free >= pool->max_free) {
-        free(b);
+        buf_unmap(b);
         return;
     }
     b->next_free = pool->free;

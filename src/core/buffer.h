@@ -39,6 +39,11 @@ void buf_put(struct buf_pool *pool, struct buf *b);
 static inline size_t buf_len(const struct buf *b) { return b->end - b->start; }
 static inline size_t buf_space(const struct buf *b) { return BUF_SIZE - b->end; }
 
+/* Whole pages from the system, given back at once by pages_free: for the
+ * per-connection objects that free lists recycle (buffers, connections). */
+void *pages_alloc(size_t size);
+void pages_free(void *p, size_t size);
+
 /* Moves the held bytes to the front of data[] and returns how far they moved. */
 size_t buf_compact(struct buf *b);
 

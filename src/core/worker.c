@@ -22,7 +22,7 @@
 #define ACCEPT_RESUME_MS 100
 #define LOG_FLUSH_MS 100
 #define IDLE_ORIGIN_CONNS_PER_ORIGIN 256
-#define BUFFERS_KEPT_FREE 1024
+#define BUFFERS_KEPT_FREE 64
 
 /* ---- listeners ---- */
 
@@ -332,7 +332,7 @@ void worker_free(struct worker *w)
     while (w->free_clients) {
         struct client *c = w->free_clients;
         w->free_clients = c->next;
-        free(c);
+        pages_free(c, sizeof(*c));
     }
     while (w->free_origin_conns) {
         struct origin_conn *oc = w->free_origin_conns;

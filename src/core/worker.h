@@ -78,6 +78,7 @@ struct worker {
     size_t candidate_cap;
     struct buf_pool bufs;
     struct client *free_clients;   /* free list of client objects */
+    unsigned num_free_clients;
     struct origin_conn *free_origin_conns;
     struct client *clients;        /* every open client connection */
     unsigned num_clients;

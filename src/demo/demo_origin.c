@@ -39,6 +39,7 @@
 
 #include "core/addr.h"
 #include "core/loop.h"
+#include "http/cookie.h"
 #include "http/h1.h"
 
 #include <errno.h>
@@ -431,35 +432,20 @@ static struct session *session_from_cookies(struct demo_origin *o, const struct 
         const struct h1_header *hd = &req->headers[h];
         if (!h1_token_eq(hd->name, hd->name_len, "Cookie"))
             continue;
-        const char *p = hd->value, *end = hd->value + hd->value_len;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == '\t' || *p == ';'))
-                p++;
-            const char *name = p;
-            while (p < end && *p != '=' && *p != ';')
-                p++;
-            const char *name_end = p;
-            while (name_end > name && (name_end[-1] == ' ' || name_end[-1] == '\t'))
-                name_end--;
-            if (p >= end || *p == ';')
-                continue; /* a token without '=': ignored */
-            p++;
-            while (p < end && (*p == ' ' || *p == '\t'))
-                p++;
-            const char *val = p;
-            while (p < end && *p != ';')
-                p++;
-            const char *val_end = p;
-            while (val_end > val && (val_end[-1] == ' ' || val_end[-1] == '\t'))
-                val_end--;
-            if (val_end - val >= 2 && val[0] == '"' && val_end[-1] == '"') {
+        struct cookie_iter it;
+        struct cookie_pair pair;
+        cookie_iter_init(&it, hd->value, hd->value_len);
+        while (cookie_iter_next(&it, &pair)) {
+            const char *val = pair.val;
+            size_t len = pair.val_len;
+            if (len >= 2 && val[0] == '"' && val[len - 1] == '"') {
                 val++;
-                val_end--;
+                len -= 2;
             }
             uint64_t hi, lo;
-            if ((size_t)(name_end - name) == sizeof(cookie_name) - 1 &&
-                memcmp(name, cookie_name, sizeof(cookie_name) - 1) == 0 &&
-                session_id_parse(val, (size_t)(val_end - val), &hi, &lo)) {
+            if (pair.name_len == sizeof(cookie_name) - 1 &&
+                memcmp(pair.name, cookie_name, sizeof(cookie_name) - 1) == 0 &&
+                session_id_parse(val, len, &hi, &lo)) {
                 struct session *s = session_find(o, hi, lo);
                 if (s)
                     return s;

@@ -34,6 +34,7 @@
 #include "core/worker.h"
 
 #define LINGER_MS 2000u
+#define CLIENTS_KEPT_FREE 256     /* closed connections' objects kept for reuse */
 #define RETRY_AFTER_SECONDS 5
 
 enum step { STEP_BLOCKED, STEP_PROGRESS, STEP_CLOSED };
@@ -90,8 +91,13 @@ void client_close(struct client *c)
     if (c->next)
         c->next->prev = c->prev;
     c->prev = NULL;
-    c->next = w->free_clients;
-    w->free_clients = c;
+    if (w->num_free_clients < CLIENTS_KEPT_FREE) {
+        c->next = w->free_clients;
+        w->free_clients = c;
+        w->num_free_clients++;
+    } else {
+        pages_free(c, sizeof(*c));
+    }
     worker_client_closed(w);
 }
 
@@ -101,8 +107,9 @@ void client_accept(struct listener *l, int fd, const struct sockaddr *peer)
     struct client *c = w->free_clients;
     if (c) {
         w->free_clients = c->next;
+        w->num_free_clients--;
     } else {
-        c = malloc(sizeof(*c));
+        c = pages_alloc(sizeof(*c));
         if (!c) {
             close(fd);
             return;
@@ -127,8 +134,7 @@ void client_accept(struct listener *l, int fd, const struct sockaddr *peer)
     if (loop_watch(&w->loop, &c->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                    client_io_cb) < 0) {
         close(fd);
-        c->next = w->free_clients;
-        w->free_clients = c;
+        pages_free(c, sizeof(*c));
         return;
     }
     c->next = w->clients;

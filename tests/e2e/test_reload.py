@@ -20,8 +20,6 @@ def write_config(lp, cfg):
     tmp = lp.config_path.with_suffix(".tmp")
     tmp.write_text(json.dumps(cfg, indent=2) if isinstance(cfg, dict) else cfg)
     os.replace(tmp, lp.config_path)
-    if isinstance(cfg, dict):
-        lp.config = cfg
 
 
 def sighup(lp, cfg, expect_ok=True, timeout=5.0):
@@ -36,6 +34,7 @@ def sighup(lp, cfg, expect_ok=True, timeout=5.0):
         err = lp.stderr_text()
         if err.count("configuration reloaded") > ok0:
             assert expect_ok, f"a bad config was accepted:\n{err[-2000:]}"
+            lp.config = cfg                # lp.port etc. follow the running config
             time.sleep(0.1)            # workers adopt the snapshot on their next turn
             return err
         if err.count("reload failed") > bad0:
