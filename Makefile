@@ -2,7 +2,8 @@
 #
 #   make            build build/limpet
 #   make run        build, then start the demo (SPEC §1)
-#   make test       unit tests (cmocka, ASan+UBSan), then end-to-end tests (pytest)
+#   make test       unit tests (cmocka, ASan+UBSan), end-to-end tests (pytest), then
+#                   each fuzz target briefly (make fuzz FUZZ_SECONDS=N runs them longer)
 #   make bench      throughput figures (wrk) through limpet and straight to an origin
 #
 # Missing Debian packages are installed by the `deps` step (apt-get, when root).
@@ -24,7 +25,8 @@ UNIT_SRCS  := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 SAN_OBJS   := $(LIBSRCS:%.c=$(BUILD)/san/%.o)
 
-DEB_PACKAGES := gcc make libjansson-dev libssl-dev libcmocka-dev python3-pytest curl wrk
+DEB_PACKAGES := gcc make clang libclang-rt-dev libjansson-dev libssl-dev libcmocka-dev \
+                python3-pytest curl wrk
 DEPS_STAMP   := $(BUILD)/.deps-ok
 
 .PHONY: all run test unit e2e bench deps clean
@@ -79,7 +81,7 @@ $(BUILD)/unit/%: tests/unit/%.c $(SAN_OBJS)
 run: $(BUILD)/limpet
 	$(BUILD)/limpet --demo
 
-test: unit e2e
+test: unit e2e fuzz-smoke
 
 unit: $(UNIT_BINS)
 	@$(PYTHON) tests/unit/run_all.py $(UNIT_BINS)

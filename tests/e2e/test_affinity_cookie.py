@@ -453,3 +453,21 @@ def test_concurrent_sessions_on_several_workers(limpet, origin):
         t.join(timeout=30)
     assert not problems, problems[:5]
     assert all(len(o.requests) > 0 for o in os_)
+
+
+def test_limpet_cookie_removed_among_many_cookies(limpet, origin):
+    """Removal does not depend on how the cookies are interleaved: 16 copies
+    of limpet's cookie between 17 others are all removed."""
+    os_ = three(origin)
+    lp = limpet(affinity_config(os_, "cookie", access="off"))
+    v = get(lp.port, "/a").set_cookie().value
+    parts = []
+    for i in range(17):
+        parts.append(f"k{i}=v{i}")
+        if i < 16:
+            parts.append(f"{COOKIE}={v}")
+    r = get(lp.port, "/many", {"Cookie": "; ".join(parts)})
+    assert r.status == 200
+    _, req = origin_request(os_, "/many")
+    assert req.header_all("Cookie") == ["; ".join(f"k{i}=v{i}" for i in range(17))], \
+        req.header("Cookie")[:300]
