@@ -57,10 +57,12 @@ $(DEPS_STAMP):
 deps: $(DEPS_STAMP)
 
 $(BUILD)/limpet: $(OBJS)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/limpetctl: $(BUILD)/obj/tools/limpetctl.o $(LIBOBJS)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 # Files embedded with .incbin (the dashboard) are dependencies of their object.
 ASSETS := $(wildcard src/admin/*.html src/admin/*.js src/admin/*.css)
@@ -68,15 +70,18 @@ $(BUILD)/obj/src/admin/assets.o $(BUILD)/san/src/admin/assets.o: $(ASSETS)
 
 $(BUILD)/obj/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/san/%.o: %.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(SAN) -c -o $@ $<
+	@echo "  CC+SAN  $<"
+	@$(CC) $(CFLAGS) $(SAN) -c -o $@ $<
 
 $(BUILD)/unit/%: tests/unit/%.c $(SAN_OBJS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(SAN) -o $@ $< $(SAN_OBJS) $(LDLIBS) -lcmocka
+	@echo "  TEST    $@"
+	@$(CC) $(CFLAGS) $(SAN) -o $@ $< $(SAN_OBJS) $(LDLIBS) -lcmocka
 
 run: $(BUILD)/limpet
 	$(BUILD)/limpet --demo

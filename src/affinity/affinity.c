@@ -465,6 +465,7 @@ void affinity_issue_cookie(struct client *c, struct affinity_decision *d)
                      &fresh) == TOKEN_VALID) {
         d->token = fresh;
         d->has_token = true;
+        d->session_hash = fresh.session_id;
     }
 }
 
