@@ -22,6 +22,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "affinity/token.h"
 #include "config/config.h"
 #include "control/control.h"
 #include "core/log.h"
@@ -66,9 +67,22 @@ static int check_config(const char *path)
         config_errors_fini(&errs);
         return 1;
     }
-    printf("%s: ok\n", path);
+    /* Files the config names are checked too: a key file limpet could not
+     * read at start is a problem of this config. */
+    int status = 0;
+    if (cfg->secret_file) {
+        struct token_keys *keys = NULL;
+        char why[256];
+        if (token_keys_load(cfg->secret_file, &keys, why, sizeof(why)) < 0) {
+            printf("%s: secret_file: %s\n", path, why);
+            status = 1;
+        }
+        token_keys_free(keys);
+    }
+    if (status == 0)
+        printf("%s: ok\n", path);
     config_free(cfg);
-    return 0;
+    return status;
 }
 
 static int run_config_file(const char *path, const sigset_t *signals)

@@ -421,14 +421,12 @@ static void process_input(struct admin_conn *c)
         memmove(c->in, c->in + consumed, c->in_len - consumed);
         c->in_len -= consumed;
     }
-    if (c->peer_closed && c->out_len == 0 && !c->closing) {
-        conn_close(c);
-        return;
-    }
     if (c->peer_closed)
         c->closing = true;
     if (c->out_len > 0)
         flush_output(c);
+    else if (c->closing)
+        conn_close(c);
 }
 
 static void conn_cb(struct loop *loop, struct io_watch *w, uint32_t events)
@@ -470,12 +468,8 @@ static void conn_cb(struct loop *loop, struct io_watch *w, uint32_t events)
         }
         break;
     }
-    if (c->closing) {
-        c->in_len = 0;      /* answering an error: the rest is not read */
-        if (c->peer_closed && c->out_len == 0)
-            conn_close(c);
-        return;
-    }
+    if (c->closing)
+        c->in_len = 0;      /* the last answer is queued: the rest is not read */
     process_input(c);
 }
 

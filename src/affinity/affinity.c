@@ -26,6 +26,7 @@
 
 #include "config/snapshot.h"
 #include "core/log.h"
+#include "core/loop.h"
 #include "core/worker.h"
 #include "http/cookie.h"
 #include "proxy/proxy.h"
@@ -75,14 +76,20 @@ static int build_pool(struct affinity_pool *ap, const struct snapshot *s, size_t
     if (!names || !weights || !usable || !serving || !ap->app_prefix)
         goto out;
     bool any_draining = false;
+    double drain_ms = config_pool_drain_duration(s->cfg, p) * 1000.0;
+    uint64_t now = clock_ms();
     for (size_t o = 0; o < n; o++) {
         const struct cfg_origin *origin = &pool->origins[o];
+        const struct origin_shared *os = s->pools[p].origins[o];
         names[o] = origin->name;
         weights[o] = origin->weight;
         usable[o] = snapshot_origin_usable(s, p, o);
-        bool healthy = atomic_load(&s->pools[p].origins[o]->healthy);
-        serving[o] = usable[o] || (healthy && origin->state == ORIGIN_DRAINING);
-        any_draining |= origin->state == ORIGIN_DRAINING;
+        /* A draining origin keeps its hashed sessions until its drain is over. */
+        uint64_t started = atomic_load(&os->drain_started_ms);
+        bool still_draining = origin->state == ORIGIN_DRAINING && started &&
+                              (double)(now - started) < drain_ms;
+        serving[o] = usable[o] || (atomic_load(&os->healthy) && still_draining);
+        any_draining |= still_draining;
         for (unsigned k = 0; k < num_keys; k++) /* every key's prefix, so rotation keeps sessions */
             encode_prefix(token_origin_key_with(keys, k, pool->name, origin->name),
                           ap->app_prefix[k * n + o]);

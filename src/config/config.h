@@ -241,6 +241,10 @@ struct config *config_load_json(struct json_t *doc, const char *name,
 void config_free(struct config *cfg);
 void config_errors_fini(struct config_errors *errs);
 
+/* The longest drain_duration among the load balancers that use pool p:
+ * how long sessions may stay on a draining origin of that pool. */
+double config_pool_drain_duration(const struct config *cfg, size_t p);
+
 /* Index of a pool by name, or -1. */
 long config_pool_index(const struct config *cfg, const char *name);
 

@@ -13,28 +13,11 @@
 
 #define DRAIN_CHECK_MS 1000
 
-/* The longest drain_duration among the load balancers that use pool p. */
-static double pool_drain_duration(const struct config *cfg, size_t p)
-{
-    double longest = 0;
-    for (size_t i = 0; i < cfg->num_load_balancers; i++) {
-        const struct cfg_load_balancer *lb = &cfg->load_balancers[i];
-        bool uses = lb->fallback_pool == (long)p;
-        for (size_t k = 0; k < lb->num_default_pools; k++)
-            uses |= lb->default_pools[k] == p;
-        for (size_t r = 0; r < lb->num_region_pools; r++)
-            for (size_t k = 0; k < lb->region_pools[r].num_pools; k++)
-                uses |= lb->region_pools[r].pools[k] == p;
-        if (uses && lb->attributes.drain_duration > longest)
-            longest = lb->attributes.drain_duration;
-    }
-    return longest;
-}
-
 static void drain_check_cb(struct loop *loop, struct timer *t)
 {
     struct control *ctl = loop->owner;
     const struct snapshot *s = snapshot_current();
+    bool ended = false;
     for (size_t p = 0; s && p < s->cfg->num_pools; p++) {
         const struct cfg_pool *pool = &s->cfg->pools[p];
         for (size_t o = 0; o < pool->num_origins; o++) {
@@ -43,7 +26,7 @@ static void drain_check_cb(struct loop *loop, struct timer *t)
             if (pool->origins[o].state != ORIGIN_DRAINING || started == 0 ||
                 os->drain_end_logged)
                 continue;
-            double duration = pool_drain_duration(s->cfg, p);
+            double duration = config_pool_drain_duration(s->cfg, p);
             if ((double)(loop->now_ms - started) < duration * 1000.0)
                 continue;
             struct origin_totals totals;
@@ -53,8 +36,11 @@ static void drain_check_cb(struct loop *loop, struct timer *t)
                       pool->name, pool->origins[o].name, duration,
                       (unsigned long long)totals.sessions, (unsigned)totals.active);
             os->drain_end_logged = true;
+            ended = true;
         }
     }
+    if (ended) /* hash tables stop keeping the drained origin for its old sessions */
+        control_refresh(ctl);
     timer_arm(loop, t, DRAIN_CHECK_MS);
 }
 

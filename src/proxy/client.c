@@ -352,8 +352,9 @@ static bool wants_upgrade(const struct h1_request *req, const struct h1_semantic
     return true;
 }
 
-/* Builds the outgoing head from the parsed request and the routing decision. */
-static void build_request_head(struct client *c)
+/* Builds the outgoing head from the parsed request and the routing decision;
+ * false when it is too fragmented to send (the request is refused). */
+static bool build_request_head(struct client *c)
 {
     struct worker *w = c->worker;
     struct exchange *ex = &c->ex;
@@ -361,8 +362,8 @@ static void build_request_head(struct client *c)
         keep_upgrade_field(w->req.headers, w->req.num_headers, &w->sem);
     char affinity[160];
     size_t affinity_len = affinity_header_value(c, &ex->aff, affinity, sizeof(affinity));
-    forward_request_head(ex, c->in->data + ex->req_start, ex->head_len, &w->req, &w->sem, c->ip,
-                         c->ip_len, affinity, affinity_len);
+    return forward_request_head(ex, c->in->data + ex->req_start, ex->head_len, &w->req, &w->sem,
+                                c->ip, c->ip_len, affinity, affinity_len);
 }
 
 /* Counts the session toward the origin's distinct-sessions estimate and pins
@@ -427,7 +428,8 @@ static enum step start_exchange(struct client *c, size_t head_len)
         return STEP_PROGRESS;
     }
     note_session(c);
-    build_request_head(c);
+    if (!build_request_head(c))
+        send_error(c, 431);
     return STEP_PROGRESS;
 }
 
@@ -505,9 +507,8 @@ static int reroute(struct client *c)
             return -1;
         affinity_rerouted(c, &ex->aff);
     }
-    if (parse_request(c) != 0)
+    if (parse_request(c) != 0 || !build_request_head(c))
         return -1;
-    build_request_head(c);
     return 0;
 }
 
@@ -841,8 +842,11 @@ static enum step parse_response_head(struct client *c)
         ex->resp_body = H1_BODY_NONE;
         keep_upgrade_field(w->resp.headers, w->resp.num_headers, sem);
         size_t set_cookie_len = format_set_cookie(c);
-        forward_response_head(ex, head, (size_t)r, &w->resp, sem, ex->resp_extra, set_cookie_len,
-                              NULL);
+        if (!forward_response_head(ex, head, (size_t)r, &w->resp, sem, ex->resp_extra,
+                                   set_cookie_len, NULL)) {
+            send_error(c, 502);
+            return STEP_PROGRESS;
+        }
         in->start += (uint32_t)r;
         ex->resp_head_parsed = true;
         return STEP_PROGRESS;
@@ -851,7 +855,10 @@ static enum step parse_response_head(struct client *c)
         /* Interim response: passed on to HTTP/1.1 clients, dropped for 1.0. */
         ex->interim = true;
         ex->resp_body = H1_BODY_NONE;
-        forward_response_head(ex, head, (size_t)r, &w->resp, sem, NULL, 0, NULL);
+        if (!forward_response_head(ex, head, (size_t)r, &w->resp, sem, NULL, 0, NULL)) {
+            send_error(c, 502);
+            return STEP_PROGRESS;
+        }
         if (ex->minor_version == 0)
             ex->resp_iov_i = ex->resp_iov_n;
         in->start += (uint32_t)r;
@@ -875,8 +882,11 @@ static enum step parse_response_head(struct client *c)
     ex->close_client = !ex->client_keep_alive || w->stopping || !ex->req_done ||
                        sem->body == H1_BODY_UNTIL_CLOSE || ex->dechunk;
     size_t set_cookie_len = format_set_cookie(c);
-    forward_response_head(ex, head, (size_t)r, &w->resp, sem, ex->resp_extra, set_cookie_len,
-                          app_cookie_prefix(c));
+    if (!forward_response_head(ex, head, (size_t)r, &w->resp, sem, ex->resp_extra,
+                               set_cookie_len, app_cookie_prefix(c))) {
+        send_error(c, 502);
+        return STEP_PROGRESS;
+    }
     in->start += (uint32_t)r;
     ex->resp_scan = in->start;
     ex->resp_head_parsed = true;

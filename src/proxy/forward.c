@@ -13,12 +13,15 @@
 #include "core/worker.h"
 #include "http/cookie.h"
 
+#define COOKIE_SPANS_MAX 32       /* pieces a rewritten Cookie field may be made of */
+
 #include <stdio.h>
 #include <string.h>
 
 struct iov_builder {
     struct iovec *iov;
     unsigned n;
+    bool overflow;                /* more spans than HEAD_IOV_MAX: the head is refused */
 };
 
 static void add_span(struct iov_builder *b, const char *p, size_t len)
@@ -32,11 +35,13 @@ static void add_span(struct iov_builder *b, const char *p, size_t len)
             return;
         }
     }
-    if (b->n < HEAD_IOV_MAX) {
-        b->iov[b->n].iov_base = (void *)p;
-        b->iov[b->n].iov_len = len;
-        b->n++;
+    if (b->n >= HEAD_IOV_MAX) {
+        b->overflow = true;
+        return;
     }
+    b->iov[b->n].iov_base = (void *)p;
+    b->iov[b->n].iov_len = len;
+    b->n++;
 }
 
 static void add_literal(struct iov_builder *b, const char *s)
@@ -57,7 +62,7 @@ static const char *fields_start(const char *head, size_t head_len, const struct 
 static bool add_edited_cookie(struct iov_builder *b, const struct h1_header *h,
                               const struct affinity_decision *aff)
 {
-    struct iovec spans[16];
+    struct iovec spans[COOKIE_SPANS_MAX];
     size_t n, len = 0;
     if (aff->strip_cookie) {
         const char *v;
@@ -66,7 +71,7 @@ static bool add_edited_cookie(struct iov_builder *b, const struct h1_header *h,
                          &vl))
             return false;
         n = cookie_strip(h->value, h->value_len, aff->strip_cookie, aff->strip_cookie_len,
-                         spans, 16, &len);
+                         spans, COOKIE_SPANS_MAX, &len);
     } else if (aff->app_cookie) {
         const char *v;
         size_t vl;
@@ -75,12 +80,14 @@ static bool add_edited_cookie(struct iov_builder *b, const struct h1_header *h,
             return false;
         n = cookie_replace_value(h->value, h->value_len, aff->app_cookie, aff->app_cookie_len,
                                  v + aff->app_prefix_strip, vl - aff->app_prefix_strip, spans,
-                                 16, &len);
+                                 COOKIE_SPANS_MAX, &len);
     } else {
         return false;
     }
-    if (n == (size_t)-1)
-        return false;
+    if (n == (size_t)-1) {
+        b->overflow = true; /* never forward limpet's cookie: refuse the head instead */
+        return true;
+    }
     if (len == 0)
         return true; /* nothing left: the field is dropped */
     add_span(b, h->line, (size_t)(h->value - h->line));
@@ -90,12 +97,12 @@ static bool add_edited_cookie(struct iov_builder *b, const struct h1_header *h,
     return true;
 }
 
-void forward_request_head(struct exchange *ex, const char *head, size_t head_len,
+bool forward_request_head(struct exchange *ex, const char *head, size_t head_len,
                           const struct h1_request *req, const struct h1_semantics *sem,
                           const char *client_ip, size_t client_ip_len,
                           const char *affinity, size_t affinity_len)
 {
-    struct iov_builder b = {ex->req_iov, 0};
+    struct iov_builder b = {.iov = ex->req_iov};
     const struct h1_header *h = req->headers;
     const char *line_start = req->method;
     add_span(&b, line_start, (size_t)(fields_start(head, head_len, h, req->num_headers) - line_start));
@@ -145,6 +152,7 @@ void forward_request_head(struct exchange *ex, const char *head, size_t head_len
     add_literal(&b, "\r\n");
     ex->req_iov_n = b.n;
     ex->req_iov_i = 0;
+    return !b.overflow;
 }
 
 /* A Set-Cookie of the application's cookie gets the origin's prefix. */
@@ -163,12 +171,12 @@ static bool add_prefixed_set_cookie(struct iov_builder *b, const struct h1_heade
     return true;
 }
 
-void forward_response_head(struct exchange *ex, const char *head, size_t head_len,
+bool forward_response_head(struct exchange *ex, const char *head, size_t head_len,
                            const struct h1_response *resp, const struct h1_semantics *sem,
                            const char *set_cookie, size_t set_cookie_len,
                            const char *app_prefix)
 {
-    struct iov_builder b = {ex->resp_iov, 0};
+    struct iov_builder b = {.iov = ex->resp_iov};
     const struct h1_header *h = resp->headers;
     const struct cfg_app_cookie *ac = NULL;
     if (app_prefix && ex->use && ex->lb >= 0)
@@ -192,6 +200,7 @@ void forward_response_head(struct exchange *ex, const char *head, size_t head_le
     add_literal(&b, "\r\n");
     ex->resp_iov_n = b.n;
     ex->resp_iov_i = 0;
+    return !b.overflow;
 }
 
 bool iov_advance(struct iovec *iov, unsigned n_iov, unsigned *index, size_t n)

@@ -199,16 +199,17 @@ void route_origin_succeeded(struct client *c);
 /* ---- head rewriting (forward.c) ---- */
 
 /* Fills ex->req_iov for a parsed request: request line, kept fields, then
- * X-Forwarded-For/-Proto/-Host. */
-void forward_request_head(struct exchange *ex, const char *head, size_t head_len,
+ * X-Forwarded-For/-Proto/-Host. Returns false when the head needs more
+ * pieces than an iovec array holds (the request is then refused with 431). */
+bool forward_request_head(struct exchange *ex, const char *head, size_t head_len,
                           const struct h1_request *req, const struct h1_semantics *sem,
                           const char *client_ip, size_t client_ip_len,
                           const char *affinity, size_t affinity_len);
 /* Fills ex->resp_iov for a parsed response: status line, kept fields (the
  * application cookie's Set-Cookie prefixed with app_prefix when given), the
  * set_cookie line (or NULL) and a Connection field saying whether the client
- * connection stays open. */
-void forward_response_head(struct exchange *ex, const char *head, size_t head_len,
+ * connection stays open. Returns false when it needs too many pieces (502). */
+bool forward_response_head(struct exchange *ex, const char *head, size_t head_len,
                            const struct h1_response *resp, const struct h1_semantics *sem,
                            const char *set_cookie, size_t set_cookie_len,
                            const char *app_prefix);

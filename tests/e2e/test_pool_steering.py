@@ -356,3 +356,55 @@ def test_random_weight_of_unreachable_origin_does_not_count(limpet, origin):
         counts[r.getheader("X-Served-By")] += 1
     conn.close()
     assert 0.23 <= counts["x2"] / n <= 0.43, counts
+
+
+def test_off_draining_first_pool_gets_no_new_sessions(limpet, origin):
+    """A draining origin never receives new sessions: with pool a's only
+    origin draining, new sessions start on the standby pool b."""
+    a1, b1 = origin("a1"), origin("b1")
+    lp = limpet(lb_config([pool("a", ("a1", a1.address, {"state": "draining"})), pool("b", b1)],
+                          ["a", "b"], affinity="cookie"))
+    for i in range(4):
+        r = Session(lp.port).get(f"/drn/{i}")
+        assert r.status == 200 and r.served_by == "b1", r
+    assert not a1.requests
+
+
+# --------------------------------------------------------------------------
+# steering policies combined with session affinity
+# --------------------------------------------------------------------------
+
+def test_geo_session_pinned_in_region_pool(limpet, origin):
+    """A cookie session that geo steering started in the region pool stays on
+    its origin there (the region pool is one of the load balancer's pools)."""
+    need_alias()
+    eu1, eu2, main1 = origin("eu1"), origin("eu2"), origin("main1")
+    cfg = lb_config([pool("eu", eu1, eu2), pool("main", main1)], ["main"], policy="geo",
+                    affinity="cookie", region_pools={"EU": ["eu"]})
+    cfg["client_regions"] = {"EU": ["127.0.0.2/32"]}
+    lp = limpet(cfg)
+    s = Session(lp.port, source="127.0.0.2")
+    first = s.get("/geo/0")
+    assert first.status == 200 and first.served_by in ("eu1", "eu2"), first
+    assert s.cookie
+    for i in range(1, 6):
+        r = s.get(f"/geo/{i}")
+        assert r.status == 200 and r.served_by == first.served_by, \
+            f"request {i} left the session's origin: {r.served_by} != {first.served_by}"
+        assert r.set_cookie() is None, f"request {i}: cookie re-issued {r.set_cookie()}"
+    e = log_entry(lp, "/geo/3")
+    assert e["affinity"] == "hit", e
+
+
+@pytest.mark.parametrize("mode", ["ip", "ip_cookie"])
+def test_geo_applies_to_ip_hash_affinity(limpet, origin, mode):
+    """SPEC §2: steering_policy chooses the pool of a new session in every
+    affinity mode; the IP hash then picks the origin inside that pool."""
+    need_alias()
+    eu1, main1 = origin("eu1"), origin("main1")
+    cfg = lb_config([pool("eu", eu1), pool("main", main1)], ["main"], policy="geo",
+                    affinity=mode, region_pools={"EU": ["eu"]})
+    cfg["client_regions"] = {"EU": ["127.0.0.2/32"]}
+    lp = limpet(cfg)
+    assert who(lp.port, 3, source="127.0.0.2", path="/eu") == {"eu1": 3}
+    assert who(lp.port, 3, source="127.0.0.1", path="/main") == {"main1": 3}

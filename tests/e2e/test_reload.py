@@ -103,7 +103,22 @@ def test_sighup_during_load_fails_nothing_and_adds_origin(limpet, origin):
                     after[who] += 1
         conn.close()
 
+    fresh = collections.Counter()
+
+    def fresh_client():
+        """Besides the 4 keep-alive clients: new connections keep arriving."""
+        i = 0
+        while not stop.is_set():
+            try:
+                r = http_request(lp.port, "GET", f"/fresh/{i}", timeout=5)
+                fresh[r.status] += 1
+            except (OSError, http.client.HTTPException) as e:
+                failures.append(("fresh", i, repr(e)))
+            i += 1
+            time.sleep(0.005)
+
     threads = [threading.Thread(target=client, args=(t,), daemon=True) for t in range(4)]
+    threads.append(threading.Thread(target=fresh_client, daemon=True))
     for t in threads:
         t.start()
 
@@ -130,6 +145,7 @@ def test_sighup_during_load_fails_nothing_and_adds_origin(limpet, origin):
             t.join(10)
     assert not failures, f"{len(failures)} failed requests: {failures[:5]}"
     assert total[0] >= 4000
+    assert fresh and set(fresh) == {200}, fresh
     # every client kept its one keep-alive connection: none was dropped
     assert all(len(s) == 1 for s in sockets_used.values()), dict(sockets_used)
     n_after = sum(after.values())
@@ -331,3 +347,29 @@ def test_sigterm_while_response_body_is_streaming(limpet, origin):
     assert result["status"] == 200 and result["body"] == body
     assert rc == 0, f"exit code {rc}\n{lp.stderr_text()[-2000:]}"
     assert result["done_at"] <= t_exit + 0.05
+
+
+def test_readdressed_origin_gets_traffic_at_new_address(limpet, origin):
+    """Same origin name, new address: after the reload no request goes to the
+    old address (idle pooled connections to it are not reused)."""
+    old, new = origin("old"), origin("new")
+    cfg = basic_config([{"name": "s1", "address": old.address}])
+    lp = limpet(cfg)
+    conn = http.client.HTTPConnection("127.0.0.1", lp.port, timeout=5)
+    for i in range(3):                         # leaves a pooled connection to `old`
+        conn.request("GET", f"/before/{i}")
+        r = conn.getresponse()
+        assert r.status == 200 and r.getheader("X-Served-By") == "old"
+        r.read()
+    cfg2 = json.loads(json.dumps(cfg))
+    cfg2["pools"][0]["origins"][0]["address"] = new.address
+    sighup(lp, cfg2)
+    n_old = len(old.requests)
+    for i in range(3):                         # same client connection, and fresh ones
+        conn.request("GET", f"/after/{i}")
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200 and r.getheader("X-Served-By") == "new", i
+    conn.close()
+    assert served(lp.port, 3, "/fresh") == {"new": 3}
+    assert len(old.requests) == n_old

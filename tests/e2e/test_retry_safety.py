@@ -203,6 +203,90 @@ def test_refusing_origin_large_post_beyond_retry_buffer_still_succeeds(limpet, o
     assert "unreachable" in lp.stderr_text()
 
 
+def test_refusing_origin_chunked_and_expect_100_posts(limpet, origin, raw):
+    """Chunked bodies and Expect: 100-continue meet the refused connect too:
+    each POST succeeds, once."""
+    alive = origin("alive", handler=echo("alive"))
+    lp = limpet(basic_config([("dead", dead()), alive], steering="round_robin"))
+    ids = []
+    for i in range(4):
+        pid = f"chunked-{i}-{uuid.uuid4().hex}".encode()
+        ids.append(pid)
+        conn = http.client.HTTPConnection("127.0.0.1", lp.port, timeout=10)
+        conn.request("POST", f"/ch/{i}", body=iter([pid[:10], pid[10:]]),
+                     headers={"Transfer-Encoding": "chunked"}, encode_chunked=True)
+        r = conn.getresponse()
+        assert r.status == 200 and r.read() == pid, (i, r.status)
+        conn.close()
+    for i in range(4):
+        pid = f"expect-{i}-{uuid.uuid4().hex}".encode()
+        ids.append(pid)
+        c = raw(lp.port)
+        c.send(f"POST /ex/{i} HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+               f"Content-Length: {len(pid)}\r\n\r\n")
+        time.sleep(0.05)
+        c.send(pid)
+        m = c.read_response()
+        assert m.status == 200 and m.body == pid, (i, m)
+    got = post_ids([alive])
+    assert all(got[p] == 1 for p in ids) and len(got) == len(ids), got
+    assert "unreachable" in lp.stderr_text()
+
+
+class Blackhole:
+    """A listening socket whose accept queue is full: SYNs are dropped, so a
+    connect to it hangs until the connecting side gives up."""
+
+    def __init__(self):
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(0)
+        self.address = "127.0.0.1:%d" % self.lsock.getsockname()[1]
+        self.fillers = []
+        for _ in range(4):
+            f = socket.socket()
+            f.setblocking(False)
+            try:
+                f.connect(self.lsock.getsockname())
+            except BlockingIOError:
+                pass
+            self.fillers.append(f)
+        time.sleep(0.1)
+
+    def close(self):
+        for f in self.fillers:
+            f.close()
+        self.lsock.close()
+
+
+def test_connect_timeout_fails_over_get_and_post(limpet, origin):
+    """An origin that never completes the handshake costs one
+    timeouts.connect, then the request (nothing of it sent) goes elsewhere."""
+    hole = Blackhole()
+    try:
+        alive = origin("alive", handler=echo("alive"))
+        lp = limpet(basic_config([{"name": "hole", "address": hole.address}, alive],
+                                 steering="round_robin", timeouts={"connect": 0.3}))
+        ids = []
+        for i in range(8):
+            pid = f"ct-{i}-{uuid.uuid4().hex}".encode()
+            ids.append(pid)
+            t0 = time.monotonic()
+            if i % 2:
+                r = http_request(lp.port, "GET", f"/ct/{i}")
+                assert r.status == 200, (i, r)
+            else:
+                r = http_request(lp.port, "POST", f"/ct/{i}", body=pid)
+                assert r.status == 200 and r.body == pid, (i, r)
+            assert time.monotonic() - t0 < 1.5, f"request {i} took {time.monotonic() - t0:.2f}s"
+            time.sleep(0.15)
+        got = post_ids([alive])
+        assert all(got[p] == 1 for p in ids[::2]), got
+        assert "origin app/hole unreachable" in lp.stderr_text()
+    finally:
+        hole.close()
+
+
 def test_concurrent_clients_with_refusing_origin(limpet, origin):
     """8 threads x 15 POSTs while one of three origins refuses: all succeed,
     each id received exactly once."""
