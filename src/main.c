@@ -58,15 +58,23 @@ static void raise_fd_limit(void)
     }
 }
 
-static int check_config(const char *path)
+/* Loads a config file, or prints every problem found and returns NULL. */
+static struct config *load_or_report(const char *path)
 {
     struct config_errors errs = {0};
     struct config *cfg = config_load_file(path, &errs);
     if (!cfg) {
         print_config_errors(&errs);
         config_errors_fini(&errs);
-        return 1;
     }
+    return cfg;
+}
+
+static int check_config(const char *path)
+{
+    struct config *cfg = load_or_report(path);
+    if (!cfg)
+        return 1;
     /* Files the config names are checked too: a key file limpet could not
      * read at start is a problem of this config. */
     int status = 0;
@@ -87,14 +95,8 @@ static int check_config(const char *path)
 
 static int run_config_file(const char *path, const sigset_t *signals)
 {
-    struct config_errors errs = {0};
-    struct config *cfg = config_load_file(path, &errs);
-    if (!cfg) {
-        print_config_errors(&errs);
-        config_errors_fini(&errs);
-        return 1;
-    }
-    return control_run(cfg, path, signals);
+    struct config *cfg = load_or_report(path);
+    return cfg ? control_run(cfg, path, signals) : 1;
 }
 
 /* The demo: N demo origins on 127.0.0.1:9001.. and a balancer in front. */

@@ -246,12 +246,16 @@ static enum affinity_reason pinned_verdict(const struct client *c, size_t p, siz
     return REASON_HIT;
 }
 
-/* Is pool p one the load balancer may use? */
+/* Is pool p one the load balancer may use (default, region or fallback)? */
 static bool lb_has_pool(const struct cfg_load_balancer *lb, size_t p)
 {
     for (size_t i = 0; i < lb->num_default_pools; i++)
         if (lb->default_pools[i] == p)
             return true;
+    for (size_t r = 0; r < lb->num_region_pools; r++)
+        for (size_t i = 0; i < lb->region_pools[r].num_pools; i++)
+            if (lb->region_pools[r].pools[i] == p)
+                return true;
     return lb->fallback_pool == (long)p;
 }
 
@@ -277,16 +281,18 @@ static bool find_origin_by_key(const struct client *c, uint64_t key, size_t *p, 
     return false;
 }
 
-/* Chooses by consistent hash over the load balancer's pools in order. */
+/* Chooses by consistent hash over the load balancer's pools, in the order its
+ * steering policy prefers. */
 static bool hash_assign(struct client *c, uint64_t hash, bool serving)
 {
     struct exchange *ex = &c->ex;
     const struct snapshot *s = ex->use->snap;
     const struct cfg_load_balancer *lb = exchange_lb(c);
-    for (size_t i = 0; i <= lb->num_default_pools; i++) {
-        long p = i < lb->num_default_pools ? (long)lb->default_pools[i] : lb->fallback_pool;
-        if (p < 0)
-            break;
+    long pools[ROUTE_MAX_POOLS];
+    bool fallback_last;
+    size_t num = route_pool_order(c, pools, ROUTE_MAX_POOLS, &fallback_last, &hash);
+    for (size_t i = 0; i < num; i++) {
+        long p = pools[i];
         const struct affinity_pool *ap = &s->aff->pools[p];
         const struct maglev *m = serving ? &ap->serving : &ap->usable;
         long o;
@@ -308,7 +314,7 @@ static bool hash_assign(struct client *c, uint64_t hash, bool serving)
         if (o >= 0) {
             ex->pool = p;
             ex->origin = o;
-            ex->reason = i < lb->num_default_pools ? REASON_NEW : REASON_FALLBACK_POOL;
+            ex->reason = fallback_last && i == num - 1 ? REASON_FALLBACK_POOL : REASON_NEW;
             return true;
         }
     }

@@ -124,3 +124,8 @@ bool addr_is_loopback(const struct addr *a)
     }
     return false;
 }
+
+bool addr_equal(const struct addr *a, const struct addr *b)
+{
+    return a->len == b->len && memcmp(&a->ss, &b->ss, a->len) == 0;
+}

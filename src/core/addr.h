@@ -30,4 +30,7 @@ const char *sockaddr_ip_string(const struct sockaddr *sa, char *buf, size_t size
 
 bool addr_is_loopback(const struct addr *a);
 
+/* Same family, address and port. */
+bool addr_equal(const struct addr *a, const struct addr *b);
+
 #endif

@@ -80,13 +80,27 @@ static void close_listener(struct worker *w, struct listener *l)
         return;
     loop_unwatch(&w->loop, &l->io);
     l->io.fd = -1; /* the socket itself belongs to the snapshot's listen_socket */
-    l->lb_index = -1;
+}
+
+/* The index in s of the load balancer named like index lb of `from`, or -1. */
+static long same_load_balancer(const struct snapshot *from, long lb, const struct snapshot *s)
+{
+    if (!from || lb < 0)
+        return -1;
+    const char *name = from->cfg->load_balancers[lb].name;
+    for (size_t i = 0; i < s->cfg->num_load_balancers; i++)
+        if (strcmp(s->cfg->load_balancers[i].name, name) == 0)
+            return (long)i;
+    return -1;
 }
 
 /* Watches the listening sockets of s this worker does not watch yet, stops
- * watching those s no longer has, and points each at its load balancer. */
+ * watching those s no longer has, and points each at its load balancer.
+ * Connections accepted on a removed address keep being served by the load
+ * balancer of the same name, while there is one. */
 static int sync_listeners(struct worker *w, const struct snapshot *s)
 {
+    const struct snapshot *old = w->cur ? w->cur->snap : NULL;
     for (struct listener *l = w->listeners; l; l = l->next) {
         bool kept = false;
         for (size_t i = 0; i < s->cfg->num_listeners && l->io.fd >= 0; i++) {
@@ -95,8 +109,10 @@ static int sync_listeners(struct worker *w, const struct snapshot *s)
                 kept = true;
             }
         }
-        if (!kept)
+        if (!kept) {
             close_listener(w, l);
+            l->lb_index = same_load_balancer(old, l->lb_index, s);
+        }
     }
     for (size_t i = 0; i < s->cfg->num_listeners; i++) {
         int fd = s->listeners[i]->fds[w->id];

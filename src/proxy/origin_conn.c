@@ -98,7 +98,14 @@ struct origin_conn *origin_conn_acquire(struct worker *w, const struct snapshot 
 {
     const struct origin_shared *os = s->pools[pool].origins[origin];
     struct origin_rt *rt = worker_origin_rt(w, os);
+    const struct addr *a = &s->cfg->pools[pool].origins[origin].addr;
     struct origin_conn *oc = fresh_only ? NULL : rt->idle;
+    while (oc && !addr_equal(&oc->addr, a)) { /* the origin was re-addressed */
+        rt->idle = oc->next;
+        rt->num_idle--;
+        oc_free(oc);
+        oc = rt->idle;
+    }
     if (oc) {
         rt->idle = oc->next;
         rt->num_idle--;
@@ -109,7 +116,6 @@ struct origin_conn *origin_conn_acquire(struct worker *w, const struct snapshot 
         return oc;
     }
 
-    const struct addr *a = &s->cfg->pools[pool].origins[origin].addr;
     int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
     if (fd < 0) {
         *err = -errno;
@@ -131,6 +137,7 @@ struct origin_conn *origin_conn_acquire(struct worker *w, const struct snapshot 
     }
     oc->origin_id = os->id;
     oc->generation = os->generation;
+    oc->addr = *a;
     oc->state = rc == 0 ? OC_ACTIVE : OC_CONNECTING;
     oc->writable = rc == 0;
     rc = loop_watch(&w->loop, &oc->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, oc_event_cb);

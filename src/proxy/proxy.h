@@ -22,6 +22,7 @@
 
 #include "core/loop.h"
 #include "affinity/affinity.h"
+#include "core/addr.h"
 #include "core/stats.h"
 #include "http/h1.h"
 
@@ -50,6 +51,7 @@ struct origin_conn {
     enum oc_state state;
     uint32_t origin_id;             /* origin_shared.id: its slot in worker->origins */
     uint32_t generation;            /* origin_shared.generation when opened */
+    struct addr addr;               /* where it is connected */
     struct client *client;          /* owner while active */
     struct origin_conn *next;       /* idle-list or free-list link */
     struct buf *in;                 /* response bytes from the origin */
@@ -189,9 +191,19 @@ void origin_conn_close_idle(struct worker *w, struct origin_rt *rt);
 
 /* ---- routing (route.c) ---- */
 
+#define ROUTE_MAX_POOLS 64
+
 /* Chooses a pool and origin for the exchange among those not tried yet.
  * Returns 0, or -1 when no origin is usable. */
 int route_choose(struct client *c);
+/* The pools a new session of the exchange's load balancer may use, in the
+ * order its steering_policy prefers (region pools for geo, a weighted draw
+ * for random — by key_hash when given, so a hashed session keeps its pool —
+ * then default_pools), the fallback pool last (*fallback_last). */
+size_t route_pool_order(struct client *c, long *pools, size_t max, bool *fallback_last,
+                        const uint64_t *key_hash);
+/* Usable for a new request: healthy, enabled, weight > 0, not in passive backoff. */
+bool route_origin_usable(const struct client *c, size_t pool, size_t origin);
 /* Passive health: record a connect failure / success for the exchange's origin. */
 void route_origin_failed(struct client *c, int err);
 void route_origin_succeeded(struct client *c);

@@ -33,6 +33,15 @@ static bool already_tried(const struct exchange *ex, size_t pool, size_t origin)
     return false;
 }
 
+bool route_origin_usable(const struct client *c, size_t p, size_t o)
+{
+    const struct snapshot *s = c->ex.use->snap;
+    const struct origin_shared *os = s->pools[p].origins[o];
+    return snapshot_origin_usable(s, p, o) &&
+           atomic_load_explicit(&os->retry_after_ms, memory_order_relaxed) <=
+               c->worker->loop.now_ms;
+}
+
 /* Chooses an origin in one pool; returns its index or -1. */
 static long choose_in_pool(struct client *c, size_t p)
 {
@@ -42,13 +51,9 @@ static long choose_in_pool(struct client *c, size_t p)
     const struct cfg_pool *pool = &s->cfg->pools[p];
     bool *candidate = w->candidate_scratch;
     bool any = false;
-    uint64_t now = w->loop.now_ms;
 
     for (size_t o = 0; o < pool->num_origins; o++) {
-        const struct origin_shared *os = s->pools[p].origins[o];
-        candidate[o] = snapshot_origin_usable(s, p, o) &&
-                       atomic_load_explicit(&os->retry_after_ms, memory_order_relaxed) <= now &&
-                       !already_tried(ex, p, o);
+        candidate[o] = route_origin_usable(c, p, o) && !already_tried(ex, p, o);
         any |= candidate[o];
     }
     if (!any)
@@ -80,12 +85,13 @@ static void follow_current_snapshot(struct client *c)
 }
 
 /* Sum of the usable origins' weights of pool p (0: nothing usable). */
-static uint64_t pool_usable_weight(const struct snapshot *s, size_t p)
+static uint64_t pool_usable_weight(const struct client *c, size_t p)
 {
+    const struct cfg_pool *pool = &c->ex.use->snap->cfg->pools[p];
     uint64_t total = 0;
-    for (size_t o = 0; o < s->cfg->pools[p].num_origins; o++)
-        if (snapshot_origin_usable(s, p, o))
-            total += s->cfg->pools[p].origins[o].weight;
+    for (size_t o = 0; o < pool->num_origins; o++)
+        if (route_origin_usable(c, p, o))
+            total += pool->origins[o].weight;
     return total;
 }
 
@@ -132,39 +138,60 @@ static const struct cfg_region_pools *client_region_pools(const struct client *c
     return NULL;
 }
 
-/* Tries pool p; on success records the choice. */
-static bool try_pool(struct client *c, long p, enum affinity_reason reason)
+/* Appends pool p to the order unless it is there already. */
+static void order_add(long *pools, size_t *n, size_t max, long p)
 {
-    struct exchange *ex = &c->ex;
-    long o = choose_in_pool(c, (size_t)p);
-    if (o < 0)
-        return false;
-    ex->pool = p;
-    ex->origin = o;
-    ex->tried[ex->num_tried].pool = (uint16_t)p;
-    ex->tried[ex->num_tried].origin = (uint16_t)o;
-    ex->num_tried++;
-    ex->reason = reason;
-    return true;
+    for (size_t i = 0; i < *n; i++)
+        if (pools[i] == p)
+            return;
+    if (*n < max)
+        pools[(*n)++] = p;
 }
 
-/* steering_policy "random": a default pool drawn by its usable weight first. */
-static bool try_random_pool(struct client *c, const struct cfg_load_balancer *lb)
+/* steering_policy "random": a default pool drawn by its usable weight, or -1.
+ * A consistent-hash session draws with its key, so it always lands in the
+ * same pool; others draw with the worker's generator. */
+static long random_pool(struct client *c, const struct cfg_load_balancer *lb,
+                        const uint64_t *key_hash)
 {
-    const struct snapshot *s = c->ex.use->snap;
     uint64_t total = 0;
     for (size_t i = 0; i < lb->num_default_pools; i++)
-        total += pool_usable_weight(s, lb->default_pools[i]);
+        total += pool_usable_weight(c, lb->default_pools[i]);
     if (total == 0)
-        return false;
-    uint64_t r = steer_random(&c->worker->rng) % total;
+        return -1;
+    uint64_t r = (key_hash ? *key_hash : steer_random(&c->worker->rng)) % total;
     for (size_t i = 0; i < lb->num_default_pools; i++) {
-        uint64_t w = pool_usable_weight(s, lb->default_pools[i]);
+        uint64_t w = pool_usable_weight(c, lb->default_pools[i]);
         if (r < w)
-            return try_pool(c, (long)lb->default_pools[i], REASON_NONE);
+            return (long)lb->default_pools[i];
         r -= w;
     }
-    return false;
+    return -1;
+}
+
+size_t route_pool_order(struct client *c, long *pools, size_t max, bool *fallback_last,
+                        const uint64_t *key_hash)
+{
+    const struct config *cfg = c->ex.use->snap->cfg;
+    const struct cfg_load_balancer *lb = &cfg->load_balancers[c->ex.lb];
+    size_t n = 0;
+    if (lb->steering_policy == POLICY_GEO) {
+        const struct cfg_region_pools *rp = client_region_pools(c, cfg, lb);
+        for (size_t i = 0; rp && i < rp->num_pools; i++)
+            order_add(pools, &n, max, (long)rp->pools[i]);
+    } else if (lb->steering_policy == POLICY_RANDOM) {
+        long p = random_pool(c, lb, key_hash);
+        if (p >= 0)
+            order_add(pools, &n, max, p);
+    }
+    /* "off", and what the others fall back to: default pools in order. */
+    for (size_t i = 0; i < lb->num_default_pools; i++)
+        order_add(pools, &n, max, (long)lb->default_pools[i]);
+    size_t before = n;
+    if (lb->fallback_pool >= 0)
+        order_add(pools, &n, max, lb->fallback_pool);
+    *fallback_last = n > before;
+    return n;
 }
 
 int route_choose(struct client *c)
@@ -173,23 +200,21 @@ int route_choose(struct client *c)
     follow_current_snapshot(c);
     if (ex->num_tried >= MAX_ATTEMPTS || ex->lb < 0)
         return -1;
-    const struct config *cfg = ex->use->snap->cfg;
-    const struct cfg_load_balancer *lb = &cfg->load_balancers[ex->lb];
-
-    if (lb->steering_policy == POLICY_GEO) {
-        const struct cfg_region_pools *rp = client_region_pools(c, cfg, lb);
-        for (size_t i = 0; rp && i < rp->num_pools; i++)
-            if (try_pool(c, (long)rp->pools[i], REASON_NONE))
-                return 0;
-    } else if (lb->steering_policy == POLICY_RANDOM && try_random_pool(c, lb)) {
+    long pools[ROUTE_MAX_POOLS];
+    bool fallback_last;
+    size_t n = route_pool_order(c, pools, ROUTE_MAX_POOLS, &fallback_last, NULL);
+    for (size_t i = 0; i < n; i++) {
+        long o = choose_in_pool(c, (size_t)pools[i]);
+        if (o < 0)
+            continue;
+        ex->pool = pools[i];
+        ex->origin = o;
+        ex->tried[ex->num_tried].pool = (uint16_t)pools[i];
+        ex->tried[ex->num_tried].origin = (uint16_t)o;
+        ex->num_tried++;
+        ex->reason = fallback_last && i == n - 1 ? REASON_FALLBACK_POOL : REASON_NONE;
         return 0;
     }
-    /* "off", and what the others fall back to: default pools in order, then the fallback. */
-    for (size_t i = 0; i < lb->num_default_pools; i++)
-        if (try_pool(c, (long)lb->default_pools[i], REASON_NONE))
-            return 0;
-    if (lb->fallback_pool >= 0 && try_pool(c, lb->fallback_pool, REASON_FALLBACK_POOL))
-        return 0;
     return -1;
 }
 

@@ -15,7 +15,7 @@ from harness import REPO, admin_client, basic_config, http_request, with_admin
 
 BROWSER_DIR = REPO / "tests" / "browser"
 CHROMIUM = Path("/usr/bin/chromium")
-INSTALL = "apt-get install -y chromium nodejs npm && (cd tests/browser && npm ci)"
+INSTALL = "apt-get install -y chromium && (cd tests/browser && npm ci)"
 
 
 def require_browser_tools():

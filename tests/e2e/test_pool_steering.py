@@ -15,6 +15,7 @@ import time
 import pytest
 
 from affinity_helpers import Session, get, log_entry, loopback_alias_works, reload
+from flip_origin import Flip
 from harness import free_port
 
 
@@ -149,6 +150,34 @@ def test_off_standby_while_first_disabled_by_reload(limpet, origin):
     assert log_entry(lp, "/moved")["affinity"] == "reassigned:disabled"
 
 
+def test_off_standby_while_monitor_says_first_down(limpet, origin):
+    """Pool a's origin fails its monitor: b serves; a passes again (rise):
+    new sessions return to a."""
+    a1, b1 = Flip(origin("a1")), origin("b1")
+    cfg = lb_config([pool("a", a1, monitor="status"), pool("b", b1)], ["a", "b"],
+                    affinity="cookie")
+    cfg["monitors"] = [{"name": "status", "type": "http", "path": "/status",
+                        "expected_body": "RUNNING", "interval": 0.2, "timeout": 0.5,
+                        "retries": 1, "rise": 1}]
+    lp = limpet(cfg)
+    assert who(lp.port, 3) == {"a1": 3}
+    a1.mode = "fail"
+    deadline = time.monotonic() + 3
+    while who(lp.port, 1, path="/poll") != {"b1": 1}:
+        assert time.monotonic() < deadline, "pool b never took over"
+        time.sleep(0.05)
+    assert who(lp.port, 4, path="/down") == {"b1": 4}
+    pinned_b = Session(lp.port)
+    assert pinned_b.get("/pin").served_by == "b1"
+    a1.mode = "pass"
+    deadline = time.monotonic() + 3
+    while who(lp.port, 1, path="/poll2") != {"a1": 1}:
+        assert time.monotonic() < deadline, "new sessions never returned to pool a"
+        time.sleep(0.05)
+    assert who(lp.port, 4, path="/up") == {"a1": 4}
+    assert pinned_b.get("/pinned").served_by == "b1"
+
+
 def test_off_second_pool_only_while_first_has_nothing_usable(limpet, origin):
     """One origin of pool a down is not enough to use pool b."""
     a2, b1 = origin("a2"), origin("b1")
@@ -234,25 +263,33 @@ def test_geo_ipv6_region(limpet, origin):
 # steering_policy "random"
 # --------------------------------------------------------------------------
 
-def test_random_spreads_by_usable_weight(limpet, origin):
+@pytest.mark.parametrize("affinity", ["none", "cookie"])
+def test_random_spreads_by_usable_weight(limpet, origin, affinity):
     """p1 usable weight 1 (a disabled weight-10 origin does not count),
-    p2 usable weight 3 (1 + 2): new requests ~25 % / ~75 %."""
+    p2 usable weight 3 (1 + 2): new requests (affinity none, one keep-alive
+    connection) or new cookie sessions (fresh connections) ~25 % / ~75 %."""
     x, xd, y, z = origin("x"), origin("xd"), origin("y"), origin("z")
     cfg = lb_config([pool("p1", ("x", x.address, {"weight": 1}),
                           ("xd", xd.address, {"weight": 10, "state": "disabled"})),
                      pool("p2", ("y", y.address, {"weight": 1}), ("z", z.address, {"weight": 2}))],
-                    ["p1", "p2"], policy="random", affinity="none", access="off")
+                    ["p1", "p2"], policy="random", affinity=affinity, access="off")
     lp = limpet(cfg)
     n = 400
     counts = collections.Counter()
-    conn = http.client.HTTPConnection("127.0.0.1", lp.port, timeout=10)
-    for i in range(n):                 # session_affinity none: each request steered anew
-        conn.request("GET", f"/r/{i}")
-        r = conn.getresponse()
-        r.read()
-        assert r.status == 200
-        counts[r.getheader("X-Served-By")] += 1
-    conn.close()
+    if affinity == "none":
+        conn = http.client.HTTPConnection("127.0.0.1", lp.port, timeout=10)
+        for i in range(n):             # session_affinity none: each request steered anew
+            conn.request("GET", f"/r/{i}")
+            r = conn.getresponse()
+            r.read()
+            assert r.status == 200
+            counts[r.getheader("X-Served-By")] += 1
+        conn.close()
+    else:
+        for i in range(n):             # every fresh cookie-less client is a new session
+            r = get(lp.port, f"/r/{i}")
+            assert r.status == 200 and r.set_cookie() is not None
+            counts[r.served_by] += 1
     share_p1 = counts["x"] / n
     assert 0.15 <= share_p1 <= 0.35, counts
     assert counts["y"] > 0 and counts["z"] > 0, counts
