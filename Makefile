@@ -26,7 +26,9 @@ UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 SAN_OBJS   := $(LIBSRCS:%.c=$(BUILD)/san/%.o)
 
 DEB_PACKAGES := gcc make clang libclang-rt-dev libjansson-dev libssl-dev libcmocka-dev \
-                python3-pytest curl wrk
+                python3-pytest curl wrk chromium nodejs
+# The dashboard's browser test drives Debian's chromium with playwright-core (npm).
+BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
 DEPS_STAMP   := $(BUILD)/.deps-ok
 
 .PHONY: all run test unit e2e bench deps clean
@@ -91,7 +93,10 @@ test: unit e2e fuzz-smoke
 unit: $(UNIT_BINS)
 	@$(PYTHON) tests/unit/run_all.py $(UNIT_BINS)
 
-e2e: all
+$(BROWSER_DEPS): tests/browser/package.json tests/browser/package-lock.json | $(DEPS_STAMP)
+	cd tests/browser && npm ci --no-audit --no-fund
+
+e2e: all $(BROWSER_DEPS)
 	$(PYTHON) -m pytest -q tests/e2e
 
 bench: $(BUILD)/limpet $(BUILD)/affinity_bench

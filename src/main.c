@@ -26,9 +26,9 @@
 #include "config/config.h"
 #include "control/control.h"
 #include "core/log.h"
+#include "core/version.h"
 #include "demo/demo_origin.h"
 
-#define LIMPET_VERSION "0.1.0"
 #define DEMO_MAX_ORIGINS 16
 
 static void usage(FILE *out)

@@ -29,9 +29,7 @@
 
 #include "config/config.h"
 
-#ifndef LIMPET_VERSION
-#define LIMPET_VERSION "0.1.0"
-#endif
+#include "core/version.h"
 
 struct admin;
 struct control;

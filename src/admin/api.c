@@ -97,7 +97,8 @@ static int hex_value(int c)
     return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
 }
 
-char *query_param(const char *query, const char *name)
+/* The value of `name` in a query string, percent-decoded (malloc'd), or NULL. */
+static char *query_param(const char *query, const char *name)
 {
     size_t name_len = strlen(name);
     for (const char *p = query; *p;) {

@@ -74,9 +74,6 @@ void reply_json(struct admin_reply *reply, int status, json_t *v);
 __attribute__((format(printf, 4, 5)))
 void reply_error(struct admin_reply *reply, int status, const char *code, const char *fmt, ...);
 
-/* The value of `name` in a query string, percent-decoded (malloc'd), or NULL. */
-char *query_param(const char *query, const char *name);
-
 /* Prometheus text exposition of every metric (malloc'd, *len set), or NULL. */
 char *metrics_render(struct admin *admin, size_t *len);
 

@@ -11,7 +11,6 @@
 - LatencyProbe                  a thread timing normal requests while something else runs
 """
 import os
-import random
 import selectors
 import socket
 import struct

@@ -482,3 +482,21 @@ def test_demo_serves_admin_on_8081(tmp_path):
         proc.terminate()
         assert proc.wait(timeout=10) == 0
         err.close()
+
+
+def test_chunked_body_expect_continue_and_half_close(limpet, origin):
+    from harness import curl
+    import socket
+    lp, api = start(limpet, with_admin(basic_config(three(origin))))
+    url = f"{api.url}/api/v1/pools/app/origins/o1"
+    p = curl("-X", "PATCH", "-H", "Transfer-Encoding: chunked", "-H", "Expect: 100-continue",
+             "-d", '{"state": "draining"}', url)
+    assert p.returncode == 0 and json.loads(p.stdout)["state"] == "draining"
+    # a client that sends its request and shuts its side still gets the answer
+    with socket.create_connection((api.host, api.port), timeout=10) as s:
+        s.sendall(f"GET /api/v1/status HTTP/1.1\r\nHost: {api.address}\r\n\r\n".encode())
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK") and b'"RUNNING"' in data

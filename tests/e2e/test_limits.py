@@ -12,12 +12,16 @@ covers the limits at scale and at their exact boundaries:
   of the next head
 - max_header_bytes and the 8 KiB request line at their exact boundaries
 - limits.max_connections: accepting stops at the limit (without spinning)
-  and resumes as soon as connections close
+  and resumes as soon as connections close, or when a reload raises it;
+  SIGTERM at the limit still exits at once
 - EMFILE (RLIMIT_NOFILE lowered on the running process): no spinning,
-  serving again once descriptors are free
+  serving again once descriptors are free, and limpet's own EMFILE is not
+  held against a monitored origin
 - a client that stops reading a large response is cut at timeouts.client;
   an origin that stalls mid-body is cut at timeouts.server; an origin that
-  never answers gives 504 at timeouts.server (not before)
+  never answers gives 504 at timeouts.server (not before); a client pausing
+  mid-upload is under timeouts.client, not timeouts.server; a blackholed
+  origin fails at timeouts.connect
 - 500 random-garbage connections: limpet still serves, RSS back within 10%
 - a WebSocket tunnel echoes and stays on the session's (cookie) origin; an
   idle tunnel is closed at timeouts.client, a busy one is not
@@ -308,10 +312,10 @@ def test_emfile_does_not_spin_and_recovers(limpet, origin):
 
 
 @pytest.mark.timeout(40)
-def test_emfile_on_origin_socket_does_not_bench_the_origin(limpet, origin):
+def test_emfile_on_origin_socket_then_origin_used_again(limpet, origin):
     """Requests arriving while limpet has no descriptor left for an origin
-    connection fail (5xx); once descriptors are free the origin is used again
-    at once: a local EMFILE is not the origin's failure (no passive backoff)."""
+    connection fail with a 5xx (limpet stays up); once descriptors are free
+    the origin is used again at once."""
     o = origin("s1")
     lp = limpet(basic_config([o], threads=1, timeouts={"request_header": 30, "keepalive": 30}))
     assert timed_get(lp.port, "/warm")[0] == 200
@@ -339,6 +343,47 @@ def test_emfile_on_origin_socket_does_not_bench_the_origin(limpet, origin):
     got = [timed_get(lp.port, f"/after/{i}")[0] for i in range(3)]
     assert got == [200, 200, 200], \
         f"after descriptors were freed: {got} (statuses while starved: {statuses})"
+
+
+@pytest.mark.timeout(40)
+def test_emfile_on_origin_socket_does_not_mark_monitored_origin_down(limpet, origin):
+    """Same with a monitor (retries 1, rise 3, interval 1 s): a live-traffic
+    failure that is limpet's own EMFILE is not the origin's (health.c already
+    treats a probe's local socket error so) and must not take a healthy
+    origin down; once descriptors are free it serves at once."""
+    o = origin("s1")
+    monitor = {"name": "st", "type": "http", "method": "GET", "path": "/status",
+               "expected_codes": "200", "interval": 1, "timeout": 1, "retries": 1, "rise": 3}
+    lp = limpet(basic_config([o], threads=1, pool_extra={"monitor": "st"}, monitors=[monitor],
+                             timeouts={"request_header": 30, "keepalive": 30}))
+    deadline = time.monotonic() + 3
+    while "/status" not in o.paths() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.1)
+    spare = 12
+    _lower_nofile(lp, spare)
+    held = []
+    statuses = []
+    try:
+        for _ in range(spare + 5):
+            held.append(connect(lp.port))
+        time.sleep(0.3)
+        for i, s in enumerate(held[:spare - 2]):
+            s.sendall(b"GET /starved/%d HTTP/1.1\r\nHost: h\r\n\r\n" % i)
+        for s in held[:spare - 2]:
+            m = read_response(s, timeout=3)
+            statuses.append(m.status if m else None)
+        time.sleep(0.3)                 # passive scans run every 100 ms
+    finally:
+        close_quietly(held)
+    assert any(st is not None and st >= 500 for st in statuses), \
+        f"no request failed while out of descriptors (statuses {statuses}): the test did not reach EMFILE"
+    time.sleep(0.2)
+    got = [timed_get(lp.port, f"/after/{i}")[0] for i in range(3)]
+    err = lp.stderr_text()
+    downs = [line for line in err.splitlines() if "origin app/s1 down" in line]
+    assert got == [200, 200, 200] and not downs, \
+        f"after descriptors were freed: {got}; {downs}"
 
 
 # ---- client / server idle timeouts ---------------------------------------------------------
