@@ -10,6 +10,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#define BUF_KEPT_RESIDENT 8      /* free buffers that keep their memory */
+
 void *pages_alloc(size_t size)
 {
     void *mem = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -71,6 +73,10 @@ void buf_put(struct buf_pool *pool, struct buf *b)
         buf_unmap(b);
         return;
     }
+    /* Beyond the few buffers steady traffic reuses, kept ones give their
+     * pages back (they are mapped again, zeroed, on first touch). */
+    if (pool->num_free >= BUF_KEPT_RESIDENT)
+        madvise(b, sizeof(*b), MADV_DONTNEED);
     b->next_free = pool->free;
     pool->free = b;
     pool->num_free++;

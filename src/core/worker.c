@@ -53,12 +53,18 @@ static void accept_cb(struct loop *loop, struct io_watch *io, uint32_t events)
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* Out of descriptors: stop accepting for a moment instead of
                  * spinning on a listener that stays readable. */
-                log_error("accept: %s; pausing new connections for %d ms", strerror(errno),
-                          ACCEPT_RESUME_MS);
+                if (!w->accept_starved) /* once per shortage, not every retry */
+                    log_error("accept: %s; pausing new connections, retrying every %d ms",
+                              strerror(errno), ACCEPT_RESUME_MS);
+                w->accept_starved = true;
                 set_listeners_paused(w, true);
                 timer_arm(loop, &w->accept_resume_timer, ACCEPT_RESUME_MS);
             }
             return;
+        }
+        if (w->accept_starved) {
+            w->accept_starved = false;
+            log_error("accept: accepting connections again");
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -223,6 +229,8 @@ static int adopt(struct worker *w, struct snapshot *s)
     w->cur = use;
     unsigned per_worker = s->cfg->limits.max_connections / w->num_workers;
     w->max_clients = per_worker ? per_worker : 1;
+    if (!w->stopping && w->num_clients < w->max_clients && !timer_armed(&w->accept_resume_timer))
+        set_listeners_paused(w, false); /* the limit may have been raised */
     if (old)
         retire(w, old);
     return 0;

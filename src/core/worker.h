@@ -98,6 +98,7 @@ struct worker {
     bool stopping;                 /* the loop has seen stop_requested */
     struct timer grace_timer;
     struct timer accept_resume_timer; /* resumes accepting after EMFILE and friends */
+    bool accept_starved;           /* accept failed for lack of descriptors or memory */
 };
 
 /* Creates a worker on snapshot s (taking a reference). Returns NULL after logging. */

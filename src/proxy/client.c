@@ -34,7 +34,7 @@
 #include "core/worker.h"
 
 #define LINGER_MS 2000u
-#define CLIENTS_KEPT_FREE 256     /* closed connections' objects kept for reuse */
+#define CLIENTS_KEPT_FREE 32      /* closed connections' objects kept for reuse */
 #define RETRY_AFTER_SECONDS 5
 
 enum step { STEP_BLOCKED, STEP_PROGRESS, STEP_CLOSED };
@@ -536,6 +536,10 @@ static enum step connect_origin(struct client *c)
             ex->req_sent_on_conn = 0;
             w->origins[oc->origin_id].steer.active++;
             STAT_ADD(w->stats.origins[oc->origin_id].active, 1);
+            return STEP_PROGRESS;
+        }
+        if (err == -EMFILE || err == -ENFILE || err == -ENOBUFS || err == -ENOMEM) {
+            send_error(c, 503); /* limpet's own shortage, not the origin's fault */
             return STEP_PROGRESS;
         }
         route_origin_failed(c, err);
@@ -1087,6 +1091,16 @@ static enum step step_exchange(struct client *c)
 
 /* ---- timers and events ---- */
 
+/* Whether the exchange waits on the origin (server timeout) rather than on
+ * the client (client timeout): the request is all sent, or the origin is not
+ * taking its body, and the client is taking the response. */
+static bool waiting_on_origin(const struct client *c)
+{
+    const struct exchange *ex = &c->ex;
+    return !ex->resp_done && c->writable && ex->oc &&
+           (ex->req_done || !ex->oc->writable);
+}
+
 static uint64_t client_deadline(const struct client *c)
 {
     const struct cfg_timeouts *t = &client_cfg(c)->timeouts;
@@ -1099,16 +1113,9 @@ static uint64_t client_deadline(const struct client *c)
     case CS_EXCHANGE: {
         if (ex->oc && ex->oc->state == OC_CONNECTING)
             return ex->connect_start_ms + seconds_ms(t->connect);
-        uint64_t deadline = UINT64_MAX;
-        bool waiting_client = !c->writable || (!ex->req_done && ex->req_head_sent && !c->readable);
-        if (waiting_client)
-            deadline = c->last_io_ms + seconds_ms(t->client);
-        if (!ex->resp_done && c->writable) {
-            uint64_t d = ex->origin_io_ms + seconds_ms(t->server);
-            if (d < deadline)
-                deadline = d;
-        }
-        return deadline == UINT64_MAX ? c->last_io_ms + seconds_ms(t->client) : deadline;
+        if (waiting_on_origin(c))
+            return ex->origin_io_ms + seconds_ms(t->server);
+        return c->last_io_ms + seconds_ms(t->client);
     }
     case CS_SEND_ERROR:
     case CS_LINGER:
@@ -1151,7 +1158,7 @@ static void client_timer_cb(struct loop *loop, struct timer *t)
                 return;
             break;
         }
-        if (c->writable && !ex->resp_done && !ex->resp_head_sent) {
+        if (waiting_on_origin(c) && !ex->resp_head_sent) {
             send_error(c, 504);
             break;
         }
