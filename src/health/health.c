@@ -93,7 +93,10 @@ static void set_verdict(struct monitored *m, bool up, const char *reason)
 static void schedule_next(struct monitored *m)
 {
     struct loop *loop = m->h->loop;
-    uint64_t due = health_next_due(loop->now_ms, m->interval_ms, m->phase_ms);
+    /* The next slot on the origin's grid at least half an interval away, so
+     * the check run at once at start is not followed by another right away. */
+    uint64_t due = health_next_due(loop->now_ms + m->interval_ms / 2, m->interval_ms,
+                                   m->phase_ms);
     arm(m->h, &m->next, due - loop->now_ms);
 }
 
