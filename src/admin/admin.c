@@ -558,23 +558,6 @@ static int load_token(struct admin *a, const char *path)
     return 0;
 }
 
-static int open_listener(const struct addr *addr)
-{
-    int fd = socket(addr->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -errno;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (addr->ss.ss_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)&addr->ss, addr->len) < 0 || listen(fd, 64) < 0) {
-        int err = -errno;
-        close(fd);
-        return err;
-    }
-    return fd;
-}
-
 struct admin *admin_new(struct control *ctl, const struct config *cfg)
 {
     const struct cfg_admin *conf = &cfg->admin;
@@ -600,7 +583,7 @@ struct admin *admin_new(struct control *ctl, const struct config *cfg)
         return NULL;
     }
     state_load(&a->state);
-    int fd = open_listener(&conf->addr);
+    int fd = addr_listen(&conf->addr, false, 64);
     if (fd < 0) {
         log_error("admin: cannot listen on %s: %s", conf->address, strerror(-fd));
         admin_free(a);

@@ -285,13 +285,7 @@ json_t *view_pool(const struct control *ctl, const struct snapshot *s, size_t p)
     json_t *lbs = json_array();
     for (size_t i = 0; i < cfg->num_load_balancers; i++) {
         const struct cfg_load_balancer *l = &cfg->load_balancers[i];
-        bool uses = l->fallback_pool == (long)p;
-        for (size_t j = 0; j < l->num_default_pools; j++)
-            uses |= l->default_pools[j] == p;
-        for (size_t r = 0; r < l->num_region_pools; r++)
-            for (size_t j = 0; j < l->region_pools[r].num_pools; j++)
-                uses |= l->region_pools[r].pools[j] == p;
-        if (uses)
+        if (config_lb_uses_pool(l, p))
             json_array_append_new(lbs, json_string(l->name));
     }
     return json_pack("{s:s, s:o, s:s, s:o, s:{s:i, s:i, s:i, s:i, s:i}, s:o}",

@@ -246,19 +246,6 @@ static enum affinity_reason pinned_verdict(const struct client *c, size_t p, siz
     return REASON_HIT;
 }
 
-/* Is pool p one the load balancer may use (default, region or fallback)? */
-static bool lb_has_pool(const struct cfg_load_balancer *lb, size_t p)
-{
-    for (size_t i = 0; i < lb->num_default_pools; i++)
-        if (lb->default_pools[i] == p)
-            return true;
-    for (size_t r = 0; r < lb->num_region_pools; r++)
-        for (size_t i = 0; i < lb->region_pools[r].num_pools; i++)
-            if (lb->region_pools[r].pools[i] == p)
-                return true;
-    return lb->fallback_pool == (long)p;
-}
-
 static bool find_origin_by_key(const struct client *c, uint64_t key, size_t *p, size_t *o)
 {
     const struct affinity_tables *t = c->ex.use->snap->aff;
@@ -272,7 +259,7 @@ static bool find_origin_by_key(const struct client *c, uint64_t key, size_t *p, 
     }
     const struct cfg_load_balancer *lb = exchange_lb(c);
     for (; lo < t->num_by_key && t->by_key[lo].key == key; lo++) {
-        if (lb_has_pool(lb, t->by_key[lo].pool)) {
+        if (config_lb_uses_pool(lb, t->by_key[lo].pool)) {
             *p = t->by_key[lo].pool;
             *o = t->by_key[lo].origin;
             return true;
@@ -403,7 +390,7 @@ static bool app_cookie_origin(struct client *c, const struct h1_request *req,
             d->app_cookie_len = name_len;
             d->app_prefix_strip = APP_PREFIX_LEN + sep_len;
             for (size_t p = 0; p < s->cfg->num_pools; p++) {
-                if (!lb_has_pool(lb, p))
+                if (!config_lb_uses_pool(lb, p))
                     continue;
                 size_t n = s->cfg->pools[p].num_origins;
                 for (size_t k = 0; k < s->aff->num_keys * n; k++) {
@@ -428,7 +415,7 @@ static bool app_cookie_origin(struct client *c, const struct h1_request *req,
             return false;
         size_t suffix_len = (size_t)(val + len - suffix);
         for (size_t p = 0; p < s->cfg->num_pools; p++) {
-            if (!lb_has_pool(lb, p))
+            if (!config_lb_uses_pool(lb, p))
                 continue;
             for (size_t o = 0; o < s->cfg->pools[p].num_origins; o++) {
                 const char *route = s->cfg->pools[p].origins[o].route;
@@ -454,7 +441,7 @@ static bool connection_pin(const struct client *c, size_t *pp, size_t *po)
         for (size_t o = 0; o < s->cfg->pools[p].num_origins; o++) {
             const struct origin_shared *os = s->pools[p].origins[o];
             if (os->id == c->pin_id && os->generation == c->pin_generation &&
-                lb_has_pool(exchange_lb(c), p)) {
+                config_lb_uses_pool(exchange_lb(c), p)) {
                 *pp = p;
                 *po = o;
                 return true;

@@ -1568,18 +1568,26 @@ long config_pool_index(const struct config *cfg, const char *name)
     return -1;
 }
 
+bool config_lb_uses_pool(const struct cfg_load_balancer *lb, size_t p)
+{
+    if (lb->fallback_pool == (long)p)
+        return true;
+    for (size_t k = 0; k < lb->num_default_pools; k++)
+        if (lb->default_pools[k] == p)
+            return true;
+    for (size_t r = 0; r < lb->num_region_pools; r++)
+        for (size_t k = 0; k < lb->region_pools[r].num_pools; k++)
+            if (lb->region_pools[r].pools[k] == p)
+                return true;
+    return false;
+}
+
 double config_pool_drain_duration(const struct config *cfg, size_t p)
 {
     double longest = 0;
     for (size_t i = 0; i < cfg->num_load_balancers; i++) {
         const struct cfg_load_balancer *lb = &cfg->load_balancers[i];
-        bool uses = lb->fallback_pool == (long)p;
-        for (size_t k = 0; k < lb->num_default_pools; k++)
-            uses |= lb->default_pools[k] == p;
-        for (size_t r = 0; r < lb->num_region_pools; r++)
-            for (size_t k = 0; k < lb->region_pools[r].num_pools; k++)
-                uses |= lb->region_pools[r].pools[k] == p;
-        if (uses && lb->attributes.drain_duration > longest)
+        if (config_lb_uses_pool(lb, p) && lb->attributes.drain_duration > longest)
             longest = lb->attributes.drain_duration;
     }
     return longest;

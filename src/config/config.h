@@ -241,6 +241,9 @@ struct config *config_load_json(struct json_t *doc, const char *name,
 void config_free(struct config *cfg);
 void config_errors_fini(struct config_errors *errs);
 
+/* Whether the load balancer may send traffic to pool p (default, region or fallback). */
+bool config_lb_uses_pool(const struct cfg_load_balancer *lb, size_t p);
+
 /* The longest drain_duration among the load balancers that use pool p:
  * how long sessions may stay on a draining origin of that pool. */
 double config_pool_drain_duration(const struct config *cfg, size_t p);

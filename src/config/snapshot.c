@@ -101,24 +101,6 @@ static void origin_put(struct origin_shared *o)
 
 /* ---- listening sockets ---- */
 
-static int open_listener(const struct addr *a)
-{
-    int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
-    if (fd < 0)
-        return -errno;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
-    if (a->ss.ss_family == AF_INET6)
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-    if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 || listen(fd, 4096) < 0) {
-        int err = -errno;
-        close(fd);
-        return err;
-    }
-    return fd;
-}
-
 static void socket_free(struct listen_socket *ls)
 {
     for (unsigned i = 0; i < ls->num_fds; i++)
@@ -152,7 +134,7 @@ static struct listen_socket *socket_get(const struct cfg_listener *l, char *err,
     }
     atomic_init(&ls->refs, 1);
     for (unsigned i = 0; i < workers; i++) {
-        int fd = open_listener(&l->addr);
+        int fd = addr_listen(&l->addr, true, 4096);
         if (fd < 0) {
             snprintf(err, err_size, "cannot listen on %s: %s", l->address, strerror(-fd));
             socket_free(ls);

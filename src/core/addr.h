@@ -30,6 +30,11 @@ const char *sockaddr_ip_string(const struct sockaddr *sa, char *buf, size_t size
 
 bool addr_is_loopback(const struct addr *a);
 
+/* A non-blocking listening TCP socket on a (IPv6 sockets take IPv6 only);
+ * reuse_port lets several sockets (one per worker) share the address.
+ * Returns the descriptor or -errno. */
+int addr_listen(const struct addr *a, bool reuse_port, int backlog);
+
 /* Same family, address and port. */
 bool addr_equal(const struct addr *a, const struct addr *b);
 
