@@ -43,6 +43,20 @@ static bool same_string(const char *a, const char *b)
     return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
 }
 
+/* Settings that pass validation but will not work as meant: said once per
+ * load (start and reload). */
+static void warn_about(const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->num_load_balancers; i++) {
+        const struct cfg_load_balancer *lb = &cfg->load_balancers[i];
+        if (lb->session_affinity != AFFINITY_NONE && lb->attributes.samesite == SAMESITE_NONE &&
+            lb->attributes.secure == SECURE_AUTO)
+            log_error("load_balancers[%zu] (%s): SameSite=None cookies go without Secure over "
+                      "plain HTTP and browsers drop them; set secure to \"Always\"", i,
+                      lb->name);
+    }
+}
+
 int control_apply_config(struct control *ctl, struct config *cfg, char *err, size_t err_size)
 {
     const struct config *running = snapshot_current()->cfg;
@@ -102,6 +116,7 @@ int control_reload(struct control *ctl, char *err, size_t err_size)
         return -1;
     }
     ctl->reloads++;
+    warn_about(snapshot_current()->cfg);
     return 0;
 }
 
@@ -191,6 +206,7 @@ int control_run(struct config *cfg, const char *config_path, const sigset_t *sig
         goto out;
     }
     cfg = admin_config_loaded(ctl.admin, cfg);
+    warn_about(cfg);
     char err[512];
     struct snapshot *s = snapshot_build(cfg, err, sizeof(err));
     if (!s) {

@@ -266,13 +266,30 @@ void worker_offer_snapshot(struct worker *w, struct snapshot *s)
     loop_wake(&w->loop);
 }
 
+static void reset_origin_stats(struct origin_stats *st)
+{
+    atomic_store_explicit(&st->requests, 0, memory_order_relaxed);
+    for (unsigned c = 0; c < STATUS_CLASSES; c++)
+        atomic_store_explicit(&st->status[c], 0, memory_order_relaxed);
+    atomic_store_explicit(&st->connect_failures, 0, memory_order_relaxed);
+    atomic_store_explicit(&st->active, 0, memory_order_relaxed);
+    struct hll_window *sessions = st->sessions;
+    if (sessions) /* cleared, not freed: a reader may be copying it */
+        hll_window_init(sessions, sessions->window, sessions->start);
+}
+
 struct origin_rt *worker_origin_rt(struct worker *w, const struct origin_shared *os)
 {
     struct origin_rt *rt = &w->origins[os->id];
     if (rt->generation != os->generation) {
+        /* The id belongs to another origin now: forget the old one's
+         * connections and counters. */
+        bool reused = rt->generation != 0;
         origin_conn_close_idle(w, rt);
         memset(rt, 0, sizeof(*rt));
         rt->generation = os->generation;
+        if (reused)
+            reset_origin_stats(&w->stats.origins[os->id]);
     }
     return rt;
 }
