@@ -34,7 +34,8 @@
 #include "core/worker.h"
 
 #define LINGER_MS 2000u
-#define CLIENTS_KEPT_FREE 32      /* closed connections' objects kept for reuse */
+#define CLIENTS_KEPT_FREE 32
+#define CONTINUE_WAIT_MS 250u     /* origin's time to answer Expect: 100-continue itself */     /* closed connections' objects kept for reuse */
 #define RETRY_AFTER_SECONDS 5
 
 enum step { STEP_BLOCKED, STEP_PROGRESS, STEP_CLOSED };
@@ -420,6 +421,7 @@ static enum step start_exchange(struct client *c, size_t head_len)
     ex->client_keep_alive = sem->keep_alive && !w->stopping;
     ex->minor_version = w->req.minor_version;
     ex->upgrade = wants_upgrade(&w->req, sem);
+    ex->expect_continue = sem->expect_continue && sem->body != H1_BODY_NONE;
     c->in->start = ex->req_start + ex->head_len;
     ex->req_scan = c->in->start;
     c->state = CS_EXCHANGE;
@@ -647,6 +649,8 @@ static bool request_body_complete(const struct client *c)
 
 static void consume_request_body(struct client *c, size_t n)
 {
+    if (n)
+        c->ex.body_started = true;
     c->in->start += (uint32_t)n;
     if (c->ex.req_body == H1_BODY_LENGTH)
         c->ex.req_left -= n;
@@ -708,6 +712,8 @@ static enum step send_request(struct client *c)
             if (!ex->req_head_sent) {
                 size_t part = written < head_bytes ? written : head_bytes;
                 ex->req_head_sent = iov_advance(ex->req_iov, ex->req_iov_n, &ex->req_iov_i, part);
+                if (ex->req_head_sent)
+                    ex->head_sent_ms = w->loop.now_ms;
                 written -= part;
             }
             consume_request_body(c, written);
@@ -856,7 +862,13 @@ static enum step parse_response_head(struct client *c)
         return STEP_PROGRESS;
     }
     if (w->resp.status < 200) {
-        /* Interim response: passed on to HTTP/1.1 clients, dropped for 1.0. */
+        /* Interim response: passed on to HTTP/1.1 clients, dropped for 1.0;
+         * a 100 after the one limpet already sent is dropped too. */
+        if (w->resp.status == 100 && ex->continue_sent) {
+            in->start += (uint32_t)r;
+            return STEP_PROGRESS;
+        }
+        ex->continue_sent |= w->resp.status == 100;
         ex->interim = true;
         ex->resp_body = H1_BODY_NONE;
         if (!forward_response_head(ex, head, (size_t)r, &w->resp, sem, NULL, 0, NULL)) {
@@ -974,13 +986,13 @@ static enum step relay_response(struct client *c)
                         iov_advance(ex->resp_iov, ex->resp_iov_n, &ex->resp_iov_i, part);
                     written -= part;
                 }
-                oc->in->start += (uint32_t)written;
-                if (ex->resp_body == H1_BODY_LENGTH)
-                    ex->resp_left -= written;
-                if (ex->interim && ex->resp_head_sent) {
-                    ex->interim = ex->resp_head_parsed = ex->resp_head_sent = false;
-                    ex->resp_any_byte = true;
+                if (written) { /* body bytes (a head limpet made has no buffer behind it) */
+                    oc->in->start += (uint32_t)written;
+                    if (ex->resp_body == H1_BODY_LENGTH)
+                        ex->resp_left -= written;
                 }
+                if (ex->interim && ex->resp_head_sent)
+                    ex->interim = ex->resp_head_parsed = ex->resp_head_sent = false;
                 continue;
             }
             if (response_body_complete(ex, oc->in)) {
@@ -1101,6 +1113,27 @@ static bool waiting_on_origin(const struct client *c)
            (ex->req_done || !ex->oc->writable);
 }
 
+/* A client waiting for "100 Continue" that the origin has not sent yet. */
+static bool continue_pending(const struct client *c)
+{
+    const struct exchange *ex = &c->ex;
+    return ex->expect_continue && !ex->continue_sent && ex->req_head_sent && !ex->req_done &&
+           !ex->body_started && !ex->resp_head_parsed && !ex->resp_any_byte;
+}
+
+/* Answers the client's Expect: 100-continue on the origin's behalf. */
+static void send_own_continue(struct client *c)
+{
+    static const char continue_head[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    struct exchange *ex = &c->ex;
+    ex->continue_sent = ex->interim = ex->resp_head_parsed = true;
+    ex->resp_body = H1_BODY_NONE;
+    ex->resp_iov[0].iov_base = (void *)continue_head;
+    ex->resp_iov[0].iov_len = sizeof(continue_head) - 1;
+    ex->resp_iov_n = 1;
+    ex->resp_iov_i = 0;
+}
+
 static uint64_t client_deadline(const struct client *c)
 {
     const struct cfg_timeouts *t = &client_cfg(c)->timeouts;
@@ -1113,6 +1146,8 @@ static uint64_t client_deadline(const struct client *c)
     case CS_EXCHANGE: {
         if (ex->oc && ex->oc->state == OC_CONNECTING)
             return ex->connect_start_ms + seconds_ms(t->connect);
+        if (continue_pending(c))
+            return ex->head_sent_ms + CONTINUE_WAIT_MS;
         if (waiting_on_origin(c))
             return ex->origin_io_ms + seconds_ms(t->server);
         return c->last_io_ms + seconds_ms(t->client);
@@ -1153,6 +1188,10 @@ static void client_timer_cb(struct loop *loop, struct timer *t)
         client_close(c);
         return;
     case CS_EXCHANGE:
+        if (continue_pending(c)) {
+            send_own_continue(c);
+            break;
+        }
         if (ex->oc && ex->oc->state == OC_CONNECTING) {
             if (connect_failed(c, -ETIMEDOUT) == STEP_CLOSED)
                 return;

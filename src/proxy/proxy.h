@@ -115,6 +115,10 @@ struct exchange {
     bool origin_eof;                /* the origin closed (until-close body ends) */
     unsigned attempts;              /* origin connections tried for this request */
     bool upgrade;                   /* the request asks for a protocol upgrade (not h2c) */
+    bool expect_continue;           /* the client waits for 100 Continue before its body */
+    bool continue_sent;             /* a 100 Continue went to the client (origin's or limpet's) */
+    bool body_started;              /* request body bytes have been sent */
+    uint64_t head_sent_ms;          /* when the request head was all sent */
     bool tunnel;                    /* the origin accepted it: 101, then a tunnel */
     bool tunnel_client_eof, tunnel_origin_eof;  /* each side finished sending */
     struct affinity_decision aff;   /* the session's routing decision and its edits */
