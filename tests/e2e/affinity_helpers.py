@@ -23,7 +23,7 @@ import signal
 import socket
 import time
 
-from harness import basic_config
+from harness import HeaderLookup, basic_config
 
 COOKIE = "__limpet"
 
@@ -52,22 +52,11 @@ def parse_set_cookie(value):
     return SetCookie(value)
 
 
-class Resp:
+class Resp(HeaderLookup):
     def __init__(self, status, headers, body):
         self.status = status
         self.headers = headers          # [(name, value)]
         self.body = body
-
-    def header(self, name, default=None):
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return default
-
-    def header_all(self, name):
-        name = name.lower()
-        return [v for k, v in self.headers if k.lower() == name]
 
     @property
     def set_cookies(self):

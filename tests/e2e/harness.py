@@ -274,7 +274,25 @@ class Incomplete(Exception):
     pass
 
 
-class Message:
+class HeaderLookup:
+    """Case-insensitive lookups over `self.headers`, a list of (name, value)."""
+
+    def header(self, name, default=None):
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return default
+
+    def header_all(self, name):
+        name = name.lower()
+        return [v for k, v in self.headers if k.lower() == name]
+
+    def has_header(self, name):
+        return bool(self.header_all(name))
+
+
+class Message(HeaderLookup):
     """A parsed HTTP message (request or response)."""
 
     def __init__(self):
@@ -290,19 +308,6 @@ class Message:
         self.raw = b""          # the message's bytes as received
         self.interim = []       # 1xx responses seen before this one
 
-    def header(self, name, default=None):
-        name = name.lower()
-        for k, v in self.headers:
-            if k.lower() == name:
-                return v
-        return default
-
-    def header_all(self, name):
-        name = name.lower()
-        return [v for k, v in self.headers if k.lower() == name]
-
-    def has_header(self, name):
-        return bool(self.header_all(name))
 
     @property
     def path(self):
@@ -470,6 +475,16 @@ class RawClient:
             return False
         self.buf += data
         return True
+
+    def recv_exactly(self, n, timeout=5):
+        """The next n raw bytes (fewer if the connection ends first)."""
+        deadline = time.monotonic() + timeout
+        while len(self.buf) < n:
+            if not self._recv_more(deadline):
+                break
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
 
     def read_response(self, head=False, timeout=None, keep_interim=False):
         """The next complete response; raises AssertionError if the
@@ -1078,3 +1093,23 @@ def limpetctl(*args, timeout=30, input=None):
         raise FileNotFoundError(f"{LIMPETCTL} does not exist: build it first (`make` in {REPO})")
     return subprocess.run([str(LIMPETCTL), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, input=input)
+
+
+# --------------------------------------------------------------------------
+# WebSocket upgrades
+
+WS_HEADERS = [("Host", "h"), ("Connection", "Upgrade"), ("Upgrade", "websocket"),
+              ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]
+
+
+def websocket_handler(name):
+    """A RecordingOrigin handler: upgrade requests get 101 and an echoing
+    tunnel, others a plain 200 with the origin's name; both say X-Served-By."""
+    def handler(req):
+        if (req.header("Upgrade") or "").lower() == "websocket":
+            return Reply(101, headers=[("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                                       ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+                                       ("X-Served-By", name)],
+                         upgrade_echo=True)
+        return Reply(200, name, headers=[("X-Served-By", name)])
+    return handler

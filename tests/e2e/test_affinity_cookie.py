@@ -374,29 +374,12 @@ def test_key_rotation_keeps_sessions(limpet, origin, tmp_path):
 
 # ---- upgrade requests ----------------------------------------------------------------
 
-WS_HEADERS = [("Host", "h"), ("Connection", "Upgrade"), ("Upgrade", "websocket"),
-              ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]
-
-
-def ws_handler(name):
-    from harness import Reply
-
-    def handler(req):
-        if (req.header("Upgrade") or "").lower() == "websocket":
-            return Reply(101, headers=[("Upgrade", "websocket"), ("Connection", "Upgrade"),
-                                       ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-                                       ("X-Served-By", name)],
-                         upgrade_echo=True)
-        return Reply(200, name, headers=[("X-Served-By", name)])
-    return handler
-
-
 def test_websocket_upgrade_follows_cookie(limpet, origin, raw):
     """Affinity applies to the upgrade request (SPEC §4)."""
-    from harness import build_request
+    from harness import WS_HEADERS, build_request, websocket_handler
     os_ = three(origin)
     for o in os_:
-        o.handler = ws_handler(o.name)
+        o.handler = websocket_handler(o.name)
     lp = limpet(affinity_config(os_, "cookie", access="off"))
     s = Session(lp.port)
     home = s.get("/page").served_by
@@ -412,10 +395,10 @@ def test_websocket_upgrade_of_new_session_sets_cookie(limpet, origin, raw):
     """A session's first request may be the upgrade itself: its 101 carries
     limpet's cookie, so the next connection of that client (a reconnect,
     the page's other requests) comes back to the same origin."""
-    from harness import build_request
+    from harness import WS_HEADERS, build_request, websocket_handler
     os_ = three(origin)
     for o in os_:
-        o.handler = ws_handler(o.name)
+        o.handler = websocket_handler(o.name)
     lp = limpet(affinity_config(os_, "cookie", access="off"))
     c = raw(lp.port)
     c.send(build_request("GET", "/ws", WS_HEADERS))

@@ -36,7 +36,7 @@ import time
 import pytest
 
 from affinity_helpers import COOKIE, Session, affinity_config
-from harness import Reply, basic_config, build_request, sha256
+from harness import WS_HEADERS, Reply, basic_config, build_request, sha256, websocket_handler
 from limits_helpers import (LatencyProbe, Trickler, answered_within, close_quietly, connect,
                             cpu_used_over, garbage_connection, read_response, rss_kb, served,
                             timed_get)
@@ -608,38 +608,13 @@ def test_500_garbage_connections_then_serving_and_rss_back(limpet, origin):
 
 # ---- WebSocket -----------------------------------------------------------------------------
 
-WS_HEADERS = [("Host", "h"), ("Connection", "Upgrade"), ("Upgrade", "websocket"),
-              ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]
-
-
-def ws_handler(name):
-    def handler(req):
-        if (req.header("Upgrade") or "").lower() == "websocket":
-            return Reply(101, headers=[("Upgrade", "websocket"), ("Connection", "Upgrade"),
-                                       ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-                                       ("X-Served-By", name)],
-                         upgrade_echo=True)
-        return Reply(200, name, headers=[("X-Served-By", name)])
-    return handler
-
-
-def recv_exactly(c, n, timeout=5):
-    deadline = time.monotonic() + timeout
-    while len(c.buf) < n:
-        if not c._recv_more(deadline):
-            break
-    data = bytes(c.buf[:n])
-    del c.buf[:n]
-    return data
-
-
 def test_websocket_echo_stays_on_session_origin(limpet, origin, raw):
     """With cookie affinity and round-robin steering over three origins, a
     session's WebSocket upgrades (carrying its cookie) all reach the origin
     that served its first page, and each tunnel echoes bytes faithfully."""
     os_ = [origin(f"o{i}") for i in (1, 2, 3)]
     for o in os_:
-        o.handler = ws_handler(o.name)
+        o.handler = websocket_handler(o.name)
     lp = limpet(affinity_config(os_, "cookie", access="off"))
     s = Session(lp.port)
     home = s.get("/page").served_by
@@ -652,7 +627,7 @@ def test_websocket_echo_stays_on_session_origin(limpet, origin, raw):
         assert r.header("X-Served-By") == home, f"upgrade {i} went to {r.header('X-Served-By')}, session on {home}"
         blob = os.urandom(50_000) + b"GET /not-a-request HTTP/1.1\r\n\r\n"
         c.send(blob)
-        assert sha256(recv_exactly(c, len(blob))) == sha256(blob), f"echo {i} corrupted"
+        assert sha256(c.recv_exactly(len(blob))) == sha256(blob), f"echo {i} corrupted"
         c.close()
     by_origin = {o.name: [r.target for r in o.requests] for o in os_}
     ws_seen = {name: [t for t in ts if t.startswith("/ws/")] for name, ts in by_origin.items()}
@@ -664,7 +639,7 @@ def test_websocket_echo_stays_on_session_origin(limpet, origin, raw):
 def test_websocket_tunnel_idle_timeout(limpet, origin, raw):
     """A tunnel with traffic every 0.3 s outlives timeouts.client (1 s); a
     silent tunnel is closed about 1 s after its last byte."""
-    o = origin("s1", handler=ws_handler("s1"))
+    o = origin("s1", handler=websocket_handler("s1"))
     lp = limpet(basic_config([o], timeouts={"client": 1, "server": 1}))
     busy = raw(lp.port)
     busy.send(build_request("GET", "/ws/busy", WS_HEADERS))
@@ -673,7 +648,7 @@ def test_websocket_tunnel_idle_timeout(limpet, origin, raw):
     idle.send(build_request("GET", "/ws/idle", WS_HEADERS))
     assert idle.read_response(head=True).status == 101
     idle.send(b"hello")
-    assert recv_exactly(idle, 5) == b"hello"
+    assert idle.recv_exactly(5) == b"hello"
     t0 = time.monotonic()
     idle_closed = None
     i = 0
@@ -681,7 +656,7 @@ def test_websocket_tunnel_idle_timeout(limpet, origin, raw):
         i += 1
         msg = b"ping%d" % i
         busy.send(msg)
-        assert recv_exactly(busy, len(msg)) == msg, f"busy tunnel broken after {time.monotonic() - t0:.1f}s"
+        assert busy.recv_exactly(len(msg)) == msg, f"busy tunnel broken after {time.monotonic() - t0:.1f}s"
         if idle_closed is None and idle.closed_within(0.3):
             idle_closed = time.monotonic() - t0
     assert idle_closed is not None, "idle tunnel still open 3 s after its last byte (timeouts.client 1 s)"

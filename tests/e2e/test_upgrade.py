@@ -1,33 +1,10 @@
 """Upgrade tunnels (WebSocket) and h2c (SPEC §4)."""
 import os
-import time
 
-from harness import Reply, basic_config, build_request, sha256
-
-WS_HEADERS = [("Host", "h"), ("Connection", "Upgrade"), ("Upgrade", "websocket"),
-              ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]
-
-
-def ws_handler(req):
-    if (req.header("Upgrade") or "").lower() == "websocket":
-        return Reply(101, headers=[("Upgrade", "websocket"), ("Connection", "Upgrade"),
-                                   ("Sec-WebSocket-Accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")],
-                     upgrade_echo=True)
-    return Reply(200, "plain http")
-
-
-def recv_exactly(c, n, timeout=5):
-    deadline = time.monotonic() + timeout
-    while len(c.buf) < n:
-        if not c._recv_more(deadline):
-            break
-    data = bytes(c.buf[:n])
-    del c.buf[:n]
-    return data
-
+from harness import WS_HEADERS, Reply, basic_config, build_request, sha256, websocket_handler
 
 def test_websocket_tunnel(limpet, origin, raw):
-    o = origin("s1", handler=ws_handler)
+    o = origin("s1", handler=websocket_handler("s1"))
     lp = limpet(basic_config([o]))
     c = raw(lp.port)
     c.send(build_request("GET", "/ws", WS_HEADERS))
@@ -41,10 +18,10 @@ def test_websocket_tunnel(limpet, origin, raw):
     assert req.header("Sec-WebSocket-Key") == "dGhlIHNhbXBsZSBub25jZQ=="
     # bytes flow both ways, unparsed
     c.send(b"hello tunnel\r\n\r\nGET / HTTP/1.1\r\n\r\n")
-    assert recv_exactly(c, 34) == b"hello tunnel\r\n\r\nGET / HTTP/1.1\r\n\r\n"
+    assert c.recv_exactly(34) == b"hello tunnel\r\n\r\nGET / HTTP/1.1\r\n\r\n"
     blob = os.urandom(300_000)
     c.send(blob)
-    assert sha256(recv_exactly(c, len(blob), timeout=10)) == sha256(blob)
+    assert sha256(c.recv_exactly(len(blob), timeout=10)) == sha256(blob)
     assert len(o.requests) == 1     # the tunnelled "GET" was not parsed as a request
 
 
