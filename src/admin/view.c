@@ -17,6 +17,7 @@
 
 #include "control/control.h"
 #include "core/loop.h"
+#include "affinity/hll.h"
 #include "core/worker.h"
 
 /* ---- names ---- */

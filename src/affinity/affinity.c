@@ -27,7 +27,7 @@
 #include "config/snapshot.h"
 #include "core/log.h"
 #include "core/loop.h"
-#include "core/worker.h"
+#include "proxy/thread.h"
 #include "http/cookie.h"
 #include "proxy/proxy.h"
 
@@ -216,7 +216,7 @@ size_t affinity_client_key(const struct client *c, uint8_t out[16])
 
 static const struct cfg_load_balancer *exchange_lb(const struct client *c)
 {
-    return &c->ex.use->snap->cfg->load_balancers[c->ex.lb];
+    return &c->ex->use->snap->cfg->load_balancers[c->ex->lb];
 }
 
 /* Usable for a session already pinned there: healthy and enabled, or
@@ -224,14 +224,14 @@ static const struct cfg_load_balancer *exchange_lb(const struct client *c)
  * REASON_HIT when it may stay. */
 static enum affinity_reason pinned_verdict(const struct client *c, size_t p, size_t o)
 {
-    const struct snapshot *s = c->ex.use->snap;
+    const struct snapshot *s = c->ex->use->snap;
     const struct cfg_origin *origin = &s->cfg->pools[p].origins[o];
     const struct origin_shared *os = s->pools[p].origins[o];
     if (!atomic_load_explicit(&os->healthy, memory_order_relaxed))
         return REASON_REASSIGNED_UNHEALTHY;
     /* Live traffic failed to connect to it lately (SPEC §5: unhealthy too);
      * under "temporary" failover the session waits elsewhere, cookie kept. */
-    if (atomic_load_explicit(&os->retry_after_ms, memory_order_relaxed) > c->worker->loop.now_ms)
+    if (atomic_load_explicit(&os->retry_after_ms, memory_order_relaxed) > c->pt->w->loop.now_ms)
         return exchange_lb(c)->attributes.zero_downtime_failover == FAILOVER_TEMPORARY
                    ? REASON_FAILOVER_TEMPORARY
                    : REASON_REASSIGNED_UNHEALTHY;
@@ -240,7 +240,7 @@ static enum affinity_reason pinned_verdict(const struct client *c, size_t p, siz
     if (origin->state == ORIGIN_DRAINING) {
         uint64_t started = atomic_load_explicit(&os->drain_started_ms, memory_order_relaxed);
         double limit = exchange_lb(c)->attributes.drain_duration * 1000.0;
-        if (started == 0 || (double)(c->worker->loop.now_ms - started) >= limit)
+        if (started == 0 || (double)(c->pt->w->loop.now_ms - started) >= limit)
             return REASON_REASSIGNED_DRAINED;
     }
     return REASON_HIT;
@@ -248,7 +248,7 @@ static enum affinity_reason pinned_verdict(const struct client *c, size_t p, siz
 
 static bool find_origin_by_key(const struct client *c, uint64_t key, size_t *p, size_t *o)
 {
-    const struct affinity_tables *t = c->ex.use->snap->aff;
+    const struct affinity_tables *t = c->ex->use->snap->aff;
     size_t lo = 0, hi = t->num_by_key;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
@@ -272,7 +272,7 @@ static bool find_origin_by_key(const struct client *c, uint64_t key, size_t *p, 
  * steering policy prefers. */
 static bool hash_assign(struct client *c, uint64_t hash, bool serving)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     const struct snapshot *s = ex->use->snap;
     const struct cfg_load_balancer *lb = exchange_lb(c);
     long pools[ROUTE_MAX_POOLS];
@@ -288,7 +288,7 @@ static bool hash_assign(struct client *c, uint64_t hash, bool serving)
             size_t n = s->cfg->pools[p].num_origins;
             uint64_t total = 0;
             for (size_t k = 0; k < n && k < 1024; k++) {
-                load[k] = c->worker->pool_slots[p][k]->active;
+                load[k] = c->ex->use->pool_slots[p][k]->active;
                 total += load[k];
             }
             o = n <= 1024 ? maglev_lookup_bounded(m, hash, load,
@@ -335,7 +335,7 @@ static bool read_limpet_cookie(struct client *c, const struct h1_request *req,
             continue;
         uint32_t ttl = (uint32_t)lb->session_affinity_ttl;
         uint32_t max_life = (uint32_t)lb->attributes.max_life;
-        *valid = token_verify(c->worker->token_ctx, val, val_len, unix_now(), ttl, max_life,
+        *valid = token_verify(c->pt->token_ctx, val, val_len, unix_now(), ttl, max_life,
                               &d->token) == TOKEN_VALID;
         d->has_token = *valid;
         return true;
@@ -370,7 +370,7 @@ static bool app_cookie_origin(struct client *c, const struct h1_request *req,
                               struct affinity_decision *d, size_t *pp, size_t *po)
 {
     const struct cfg_app_cookie *ac = &exchange_lb(c)->attributes.app_cookie;
-    const struct snapshot *s = c->ex.use->snap;
+    const struct snapshot *s = c->ex->use->snap;
     const struct cfg_load_balancer *lb = exchange_lb(c);
     size_t name_len = strlen(ac->name);
     size_t sep_len = strlen(ac->separator);
@@ -436,7 +436,7 @@ static bool connection_pin(const struct client *c, size_t *pp, size_t *po)
 {
     if (!c->pin_set)
         return false;
-    const struct snapshot *s = c->ex.use->snap;
+    const struct snapshot *s = c->ex->use->snap;
     for (size_t p = 0; p < s->cfg->num_pools; p++) {
         for (size_t o = 0; o < s->cfg->pools[p].num_origins; o++) {
             const struct origin_shared *os = s->pools[p].origins[o];
@@ -453,15 +453,15 @@ static bool connection_pin(const struct client *c, size_t *pp, size_t *po)
 
 void affinity_issue_cookie(struct client *c, struct affinity_decision *d)
 {
-    const struct snapshot *s = c->ex.use->snap;
-    const struct cfg_pool *pool = &s->cfg->pools[c->ex.pool];
-    uint64_t key = token_origin_key(s->aff->keys, pool->name, pool->origins[c->ex.origin].name);
+    const struct snapshot *s = c->ex->use->snap;
+    const struct cfg_pool *pool = &s->cfg->pools[c->ex->pool];
+    uint64_t key = token_origin_key(s->aff->keys, pool->name, pool->origins[c->ex->origin].name);
     const struct token *previous = d->has_token ? &d->token : NULL;
-    if (token_issue(c->worker->token_ctx, key, previous, unix_now(), d->cookie_value) == 0)
+    if (token_issue(c->pt->token_ctx, key, previous, unix_now(), d->cookie_value) == 0)
         return;
     d->set_cookie = true;
     struct token fresh;
-    if (token_verify(c->worker->token_ctx, d->cookie_value, TOKEN_TEXT_MAX, unix_now(), 0, 0,
+    if (token_verify(c->pt->token_ctx, d->cookie_value, TOKEN_TEXT_MAX, unix_now(), 0, 0,
                      &fresh) == TOKEN_VALID) {
         d->token = fresh;
         d->has_token = true;
@@ -476,7 +476,7 @@ static bool uses_limpet_cookie(enum session_affinity mode)
 
 int affinity_decide(struct client *c, const struct h1_request *req, struct affinity_decision *d)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     const struct cfg_load_balancer *lb = exchange_lb(c);
     enum session_affinity mode = lb->session_affinity;
     memset(d, 0, sizeof(*d));
@@ -586,7 +586,7 @@ int affinity_decide(struct client *c, const struct h1_request *req, struct affin
 
 void affinity_rerouted(struct client *c, struct affinity_decision *d)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     enum session_affinity mode = exchange_lb(c)->session_affinity;
     if (mode == AFFINITY_NONE) {
         d->reason = ex->reason;
@@ -600,7 +600,7 @@ void affinity_rerouted(struct client *c, struct affinity_decision *d)
 
 bool affinity_failover(struct client *c, struct affinity_decision *d)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     const struct cfg_load_balancer *lb = exchange_lb(c);
     if (!d->pinned || lb->session_affinity == AFFINITY_NONE)
         return true; /* a new assignment: any other origin will do */
@@ -618,7 +618,7 @@ bool affinity_failover(struct client *c, struct affinity_decision *d)
 size_t affinity_header_value(const struct client *c, const struct affinity_decision *d,
                              char *buf, size_t size)
 {
-    const struct exchange *ex = &c->ex;
+    const struct exchange *ex = c->ex;
     if (!ex->use || ex->lb < 0 ||
         exchange_lb(c)->session_affinity == AFFINITY_NONE)
         return 0;

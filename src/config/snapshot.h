@@ -30,10 +30,11 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "core/stats.h"
 
 struct affinity_tables;
 
-#define SNAPSHOT_MAX_ORIGINS 4096
+#define SNAPSHOT_MAX_ORIGINS STATS_MAX_ORIGINS
 
 struct origin_shared {
     uint32_t id;                    /* index into per-worker arrays */

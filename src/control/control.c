@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "control/drain.h"
 #include "core/worker.h"
+#include "proxy/thread.h"
 #include "health/health.h"
 
 static unsigned worker_count(const struct config *cfg)
@@ -34,7 +35,7 @@ void control_publish(struct control *ctl, struct snapshot *s)
 {
     snapshot_set_current(s);
     for (unsigned i = 0; i < ctl->num_workers; i++)
-        worker_offer_snapshot(ctl->workers[i], s);
+        proxy_worker_offer_snapshot(ctl->workers[i], s);
     health_sync(ctl->health, s);
 }
 
@@ -147,7 +148,7 @@ static int start_workers(struct control *ctl, struct snapshot *s)
     if (!ctl->workers)
         return -ENOMEM;
     for (unsigned i = 0; i < ctl->num_workers; i++) {
-        ctl->workers[i] = worker_new(i, ctl->num_workers, s, ctl->access_log_fd);
+        ctl->workers[i] = proxy_worker_new(i, ctl->num_workers, s, ctl->access_log_fd);
         if (!ctl->workers[i]) {
             for (unsigned j = 0; j < i; j++) {
                 worker_free(ctl->workers[j]);

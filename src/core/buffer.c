@@ -1,16 +1,14 @@
 /*
- * buffer — per-thread buffer free list (see buffer.h).
+ * buffer — the per-thread buffer cache (see buffer.h).
  *
- * Buffers are mapped pages of their own rather than heap blocks, so one given
- * back beyond the free list's bound returns its memory to the system at once
- * (a burst of connections does not leave the heap grown for good).
+ * Buffers are mapped pages of their own rather than heap blocks, so a trim
+ * returns their memory to the system at once instead of leaving the heap
+ * grown.
  */
 #include "core/buffer.h"
 
 #include <string.h>
 #include <sys/mman.h>
-
-#define BUF_KEPT_RESIDENT 8      /* free buffers that keep their memory */
 
 void *pages_alloc(size_t size)
 {
@@ -24,17 +22,9 @@ void pages_free(void *p, size_t size)
         munmap(p, size);
 }
 
-static void buf_unmap(struct buf *b)
+void buf_pool_init(struct buf_pool *pool)
 {
-    pages_free(b, sizeof(*b));
-}
-
-void buf_pool_init(struct buf_pool *pool, size_t max_free)
-{
-    pool->free = NULL;
-    pool->num_free = 0;
-    pool->max_free = max_free;
-    pool->in_use = 0;
+    memset(pool, 0, sizeof(*pool));
 }
 
 void buf_pool_fini(struct buf_pool *pool)
@@ -42,9 +32,9 @@ void buf_pool_fini(struct buf_pool *pool)
     while (pool->free) {
         struct buf *b = pool->free;
         pool->free = b->next_free;
-        buf_unmap(b);
+        pages_free(b, sizeof(*b));
     }
-    pool->num_free = 0;
+    pool->num_free = pool->low_water = 0;
 }
 
 struct buf *buf_get(struct buf_pool *pool)
@@ -53,6 +43,8 @@ struct buf *buf_get(struct buf_pool *pool)
     if (b) {
         pool->free = b->next_free;
         pool->num_free--;
+        if (pool->num_free < pool->low_water)
+            pool->low_water = pool->num_free;
     } else {
         b = pages_alloc(sizeof(*b));
         if (!b)
@@ -69,17 +61,25 @@ void buf_put(struct buf_pool *pool, struct buf *b)
     if (!b)
         return;
     pool->in_use--;
-    if (pool->num_free >= pool->max_free) {
-        buf_unmap(b);
-        return;
-    }
-    /* Beyond the few buffers steady traffic reuses, kept ones give their
-     * pages back (they are mapped again, zeroed, on first touch). */
-    if (pool->num_free >= BUF_KEPT_RESIDENT)
-        madvise(b, sizeof(*b), MADV_DONTNEED);
     b->next_free = pool->free;
     pool->free = b;
     pool->num_free++;
+}
+
+size_t buf_pool_trim(struct buf_pool *pool, size_t keep)
+{
+    size_t idle = pool->low_water;
+    size_t released = 0;
+    while (idle > 0 && pool->num_free > keep) {
+        struct buf *b = pool->free;
+        pool->free = b->next_free;
+        pool->num_free--;
+        pages_free(b, sizeof(*b));
+        idle--;
+        released++;
+    }
+    pool->low_water = pool->num_free;
+    return released;
 }
 
 size_t buf_compact(struct buf *b)

@@ -14,7 +14,10 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "affinity/hll.h"
+struct hll_window;
+
+/* Origin ids index per-worker arrays: every origin id is below this. */
+#define STATS_MAX_ORIGINS 4096
 
 #define STAT_ADD(counter, n) \
     atomic_store_explicit(&(counter), \
@@ -66,7 +69,7 @@ struct worker_stats {
     atomic_uint client_connections;         /* open now */
     atomic_ullong accepted;                 /* since start */
     struct lb_stats lbs[STATS_MAX_LBS];
-    struct origin_stats *origins;           /* [SNAPSHOT_MAX_ORIGINS] */
+    struct origin_stats *origins;           /* [STATS_MAX_ORIGINS] */
 };
 
 /* Index of a duration in stats_duration_bounds (DURATION_BUCKETS for +Inf). */

@@ -1,24 +1,19 @@
 /*
- * worker — one thread, one event loop, and everything its connections need
- * without sharing: buffer and object free lists, per-origin run-time state
- * (steering slots, idle origin connections), the access-log buffer, a
- * random generator and parser scratch space.
+ * worker — one thread, one event loop, its listening sockets and counters.
  *
- * Configuration arrives as snapshots (config/snapshot.h). The control thread
- * puts a referenced snapshot in the worker's mailbox and wakes it; the worker
- * adopts it between events: it starts accepting on new listening sockets,
- * stops on removed ones, and rebuilds its per-pool views. Each exchange
- * counts as a user of the snapshot it started on (`struct snap_use`, plain
- * counters, no atomics); a snapshot the worker has moved past is released
- * when its last exchange ends.
+ * The worker knows nothing of HTTP or of configuration snapshots: whoever
+ * creates it (the proxy) passes a table of callbacks and its own per-thread
+ * state (`app`). The worker accepts connections on the listening sockets the
+ * owner registers and hands each accepted socket to the owner's accept
+ * callback; it pauses accepting while its connection count is at its share
+ * of the limit (the owner reports connections opened and closed).
  *
- * Per-origin state is indexed by the origin's id (origin_shared.id); when the
- * id's generation changes the slot is reset, so a removed origin's idle
- * connections are never handed to a new one.
- *
- * A stopping worker closes its listeners and idle connections, lets requests
- * in flight finish, and leaves its loop when no client connection remains or
- * `timeouts.grace` has passed.
+ * Another thread talks to a worker in two ways only: worker_offer() puts an
+ * object (a snapshot, for the proxy) in a one-slot mailbox and wakes the
+ * loop, which hands it to the owner's adopt callback between events; and
+ * worker_stop() asks it to stop. A stopping worker closes its listeners,
+ * tells the owner (which closes what is idle), and leaves its loop when no
+ * connection remains or its grace period has passed.
  */
 #ifndef LIMPET_CORE_WORKER_H
 #define LIMPET_CORE_WORKER_H
@@ -26,71 +21,49 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <sys/socket.h>
 
-#include "balance/steer.h"
-#include "config/snapshot.h"
-#include "core/buffer.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/stats.h"
-#include "http/h1.h"
 
-struct client;
-struct origin_conn;
-struct token_ctx;
-struct token_keys;
+struct worker;
 
 struct listener {
     struct io_watch io;            /* the listening socket (fd -1 once closed) */
     struct worker *worker;
-    long lb_index;                 /* load balancer in the current snapshot; -1: none */
-    bool paused;                   /* not accepting: at max connections */
+    long tag;                      /* the owner's: what connections accepted here serve */
+    bool paused;                   /* not accepting: at max connections or out of fds */
     struct listener *next;
 };
 
-/* Per-thread state of one origin, indexed by origin id. */
-struct origin_rt {
-    uint32_t generation;           /* origin_shared.generation it belongs to */
-    struct steer_slot steer;       /* round-robin weight, requests in flight */
-    struct origin_conn *idle;      /* idle keep-alive connections (LIFO) */
-    unsigned num_idle;
-};
-
-/* How many of this worker's exchanges use a snapshot. */
-struct snap_use {
-    struct snapshot *snap;         /* one reference held */
-    unsigned users;                /* exchanges started on it and not ended */
-    struct snap_use *next;         /* retired list */
+/* What the owner of a worker does on its thread. */
+struct worker_ops {
+    /* An accepted, non-blocking socket (the owner closes it on failure). */
+    void (*accept_cb)(struct listener *l, int fd, const struct sockaddr *peer);
+    /* An object offered with worker_offer(); its reference passes to the owner. */
+    void (*adopt_cb)(struct worker *w, void *offered);
+    /* Releases an offered object the worker never adopted (any thread). */
+    void (*discard_cb)(void *offered);
+    /* Stopping: close idle connections; the rest close after their response. */
+    void (*stop_cb)(struct worker *w);
+    /* The loop is over (or never ran): free every connection and the app state. */
+    void (*fini_cb)(struct worker *w);
 };
 
 struct worker {
     unsigned id;
+    unsigned num_workers;
     pthread_t thread;
     struct loop loop;
-    struct snap_use *cur;          /* the snapshot new exchanges use */
-    struct snap_use *retired;      /* older snapshots still in use */
-    _Atomic(struct snapshot *) mailbox;  /* newest snapshot offered, not adopted yet */
+    const struct worker_ops *ops;
+    void *app;                     /* the owner's per-thread state */
+    _Atomic(void *) mailbox;       /* newest object offered, not adopted yet */
     struct listener *listeners;    /* open and closed listeners */
-    struct origin_rt *origins;     /* [SNAPSHOT_MAX_ORIGINS] */
-    struct steer_slot ***pool_slots;  /* per pool of cur: slot pointers per origin */
-    size_t num_pool_slots;
-    bool *candidate_scratch;       /* sized for the largest pool */
-    size_t candidate_cap;
-    struct buf_pool bufs;
-    struct client *free_clients;   /* free list of client objects */
-    unsigned num_free_clients;
-    struct origin_conn *free_origin_conns;
-    struct client *clients;        /* every open client connection */
-    unsigned num_clients;
-    unsigned max_clients;          /* this worker's share of max_connections */
-    unsigned num_workers;
-    unsigned max_idle_per_origin;  /* idle origin connections kept per origin */
-    uint64_t rng;
-    struct token_ctx *token_ctx;   /* cookie MAC contexts for cur's keys */
-    const struct token_keys *token_keys;  /* the keys token_ctx is bound to */
-    struct h1_request req;         /* parser scratch: heads are handled synchronously */
-    struct h1_response resp;
-    struct h1_semantics sem;
+    unsigned num_conns;            /* connections the owner holds open */
+    unsigned max_conns;            /* this worker's share of max_connections */
+    uint64_t grace_ms;             /* how long a stop waits for connections */
+    uint64_t rng;                  /* this thread's random generator state */
     struct access_log *access_log;
     struct timer log_flush_timer;
     struct worker_stats stats;     /* written by this worker only; read by the admin API */
@@ -101,27 +74,29 @@ struct worker {
     bool accept_starved;           /* accept failed for lack of descriptors or memory */
 };
 
-/* Creates a worker on snapshot s (taking a reference). Returns NULL after logging. */
-struct worker *worker_new(unsigned id, unsigned num_workers, struct snapshot *s,
-                          int access_log_fd);
+/* Creates a worker (not started). Returns NULL after logging. */
+struct worker *worker_new(unsigned id, unsigned num_workers, const struct worker_ops *ops,
+                          void *app, int access_log_fd);
 int worker_start(struct worker *w);
-/* Thread-safe: offers a newer snapshot (the worker takes its own reference). */
-void worker_offer_snapshot(struct worker *w, struct snapshot *s);
+/* Thread-safe: offers an object to the owner's adopt callback (replacing
+ * one offered before and not adopted yet, which is discarded). */
+void worker_offer(struct worker *w, void *offered);
 void worker_stop(struct worker *w);   /* thread-safe */
 void worker_join_and_free(struct worker *w);
-/* Frees a worker whose thread never started. */
+/* Frees a worker whose thread never started (or has ended). */
 void worker_free(struct worker *w);
 
-/* The snapshot new exchanges use, with a user counted; pair with worker_snapshot_put. */
-struct snap_use *worker_snapshot_get(struct worker *w);
-void worker_snapshot_put(struct worker *w, struct snap_use *use);
+/* ---- for the owner, on the worker's thread ---- */
 
-/* The per-thread state of an origin of snapshot s, reset if its id was reused. */
-struct origin_rt *worker_origin_rt(struct worker *w, const struct origin_shared *os);
-
-/* Called by connections when the worker's connection count drops. */
-void worker_client_closed(struct worker *w);
-/* Asks for an access-log flush soon (arms the flush timer). */
+/* Starts accepting on fd (owned by the caller) for `tag`. Returns NULL on failure. */
+struct listener *worker_listen(struct worker *w, int fd, long tag);
+/* Stops accepting on l (the listener stays in the list, closed, for its tag). */
+void worker_unlisten(struct worker *w, struct listener *l);
+/* Sets the connection limit; accepting resumes when it was raised. */
+void worker_set_max_conns(struct worker *w, unsigned max_conns);
+void worker_conn_opened(struct worker *w);
+void worker_conn_closed(struct worker *w);
+/* Asks for an access-log flush soon (arms the flush timer), or now. */
 void worker_log_written(struct worker *w, int flush_now);
 
 #endif

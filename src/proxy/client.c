@@ -31,11 +31,11 @@
 
 #include "core/addr.h"
 #include "core/log.h"
-#include "core/worker.h"
+#include "affinity/hll.h"
+#include "proxy/thread.h"
 
 #define LINGER_MS 2000u
-#define CLIENTS_KEPT_FREE 32
-#define CONTINUE_WAIT_MS 250u     /* origin's time to answer Expect: 100-continue itself */     /* closed connections' objects kept for reuse */
+#define CONTINUE_WAIT_MS 250u     /* origin's time to answer Expect: 100-continue itself */
 #define RETRY_AFTER_SECONDS 5
 
 enum step { STEP_BLOCKED, STEP_PROGRESS, STEP_CLOSED };
@@ -50,14 +50,14 @@ static void client_drive(struct client *c);
 
 static void detach_origin(struct client *c, bool reusable)
 {
-    struct exchange *ex = &c->ex;
-    struct origin_conn *oc = ex->oc;
+    struct exchange *ex = c->ex;
+    struct origin_conn *oc = ex ? ex->oc : NULL;
     if (!oc)
         return;
-    struct steer_slot *slot = &c->worker->origins[oc->origin_id].steer;
+    struct steer_slot *slot = &c->pt->origins[oc->origin_id].steer;
     if (slot->active > 0)
         slot->active--;
-    STAT_ADD(c->worker->stats.origins[oc->origin_id].active, -1);
+    STAT_ADD(c->pt->w->stats.origins[oc->origin_id].active, -1);
     ex->oc = NULL;
     origin_conn_release(oc, reusable);
 }
@@ -65,60 +65,76 @@ static void detach_origin(struct client *c, bool reusable)
 /* The configuration a client connection currently works with. */
 static const struct config *client_cfg(const struct client *c)
 {
-    return c->ex.use ? c->ex.use->snap->cfg : c->worker->cur->snap->cfg;
+    return c->ex && c->ex->use ? c->ex->use->snap->cfg : c->pt->cur->snap->cfg;
 }
 
-/* Ends the exchange's hold on its origin connection and snapshot. */
+/* Gives the connection an exchange record, from the thread's slab (the
+ * request's snapshot is taken when its head is complete). Returns false when
+ * out of memory. */
+static bool exchange_open(struct client *c)
+{
+    struct exchange *ex = slab_alloc(&c->pt->exchange_slab);
+    if (!ex)
+        return false;
+    memset(ex, 0, offsetof(struct exchange, req_iov));
+    ex->pool = ex->origin = -1;
+    ex->lb = c->listener->tag;
+    c->ex = ex;
+    return true;
+}
+
+/* Ends the exchange's hold on its origin connection and snapshot (its
+ * record stays: an error response may still be sent from it). */
 static void release_exchange(struct client *c, bool origin_reusable)
 {
+    if (!c->ex)
+        return;
     detach_origin(c, origin_reusable);
-    worker_snapshot_put(c->worker, c->ex.use);
-    c->ex.use = NULL;
+    proxy_snapshot_put(c->pt, c->ex->use);
+    c->ex->use = NULL;
+}
+
+/* Ends the exchange: its origin connection, its snapshot and its record. */
+static void exchange_close(struct client *c, bool origin_reusable)
+{
+    if (!c->ex)
+        return;
+    release_exchange(c, origin_reusable);
+    slab_free(&c->pt->exchange_slab, c->ex);
+    c->ex = NULL;
 }
 
 void client_close(struct client *c)
 {
-    struct worker *w = c->worker;
-    release_exchange(c, false);
+    struct proxy_thread *pt = c->pt;
+    struct worker *w = pt->w;
+    exchange_close(c, false);
     timer_cancel(&w->loop, &c->timer);
     loop_unwatch(&w->loop, &c->io);
     close(c->io.fd);
-    buf_put(&w->bufs, c->in);
+    buf_put(&pt->bufs, c->in);
     c->in = NULL;
     if (c->prev)
         c->prev->next = c->next;
     else
-        w->clients = c->next;
+        pt->clients = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    c->prev = NULL;
-    if (w->num_free_clients < CLIENTS_KEPT_FREE) {
-        c->next = w->free_clients;
-        w->free_clients = c;
-        w->num_free_clients++;
-    } else {
-        pages_free(c, sizeof(*c));
-    }
-    worker_client_closed(w);
+    slab_free(&pt->client_slab, c);
+    worker_conn_closed(w);
 }
 
-void client_accept(struct listener *l, int fd, const struct sockaddr *peer)
+void client_accept(struct proxy_thread *pt, struct listener *l, int fd,
+                   const struct sockaddr *peer)
 {
-    struct worker *w = l->worker;
-    struct client *c = w->free_clients;
-    if (c) {
-        w->free_clients = c->next;
-        w->num_free_clients--;
-    } else {
-        c = pages_alloc(sizeof(*c));
-        if (!c) {
-            close(fd);
-            return;
-        }
+    struct worker *w = pt->w;
+    struct client *c = slab_alloc(&pt->client_slab);
+    if (!c) {
+        close(fd);
+        return;
     }
-    memset(c, 0, offsetof(struct client, ex));
-    memset(&c->ex, 0, offsetof(struct exchange, req_iov));
-    c->worker = w;
+    memset(c, 0, sizeof(*c));
+    c->pt = pt;
     c->listener = l;
     c->state = CS_READ_HEAD;
     c->last_io_ms = c->head_start_ms = w->loop.now_ms;
@@ -135,28 +151,26 @@ void client_accept(struct listener *l, int fd, const struct sockaddr *peer)
     if (loop_watch(&w->loop, &c->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                    client_io_cb) < 0) {
         close(fd);
-        pages_free(c, sizeof(*c));
+        slab_free(&pt->client_slab, c);
         return;
     }
-    c->next = w->clients;
-    if (w->clients)
-        w->clients->prev = c;
-    w->clients = c;
-    w->num_clients++;
-    atomic_store_explicit(&w->stats.client_connections, w->num_clients, memory_order_relaxed);
-    STAT_ADD(w->stats.accepted, 1);
-    timer_arm(&w->loop, &c->timer, seconds_ms(w->cur->snap->cfg->timeouts.request_header));
+    c->next = pt->clients;
+    if (pt->clients)
+        pt->clients->prev = c;
+    pt->clients = c;
+    worker_conn_opened(w);
+    timer_arm(&w->loop, &c->timer, seconds_ms(pt->cur->snap->cfg->timeouts.request_header));
 }
 
-void client_stop_idle(struct worker *w)
+void client_stop_idle(struct proxy_thread *pt)
 {
-    struct client *c = w->clients;
+    struct client *c = pt->clients;
     while (c) {
         struct client *next = c->next;
         if (c->state == CS_READ_HEAD && (!c->in || buf_len(c->in) == 0))
             client_close(c);
         else if (c->state == CS_EXCHANGE)
-            c->ex.client_keep_alive = false;
+            c->ex->client_keep_alive = false;
         c = next;
     }
 }
@@ -164,9 +178,10 @@ void client_stop_idle(struct worker *w)
 /* ---- access log ---- */
 
 /* Counts the exchange and writes its access-log line. */
-static void record_exchange(struct worker *w, const struct client *c, int status, double seconds)
+static void record_exchange(struct worker *w, const struct client *c, int status,
+                            double seconds)
 {
-    const struct exchange *ex = &c->ex;
+    const struct exchange *ex = c->ex;
     unsigned cls = stats_status_class(status);
     if (ex->use && ex->lb >= 0) {
         struct lb_stats *ls = &w->stats.lbs[ex->use->snap->lb_ids[ex->lb]];
@@ -185,10 +200,10 @@ static void record_exchange(struct worker *w, const struct client *c, int status
 
 static void log_exchange(struct client *c, int status)
 {
-    struct worker *w = c->worker;
-    struct exchange *ex = &c->ex;
+    struct worker *w = c->pt->w;
+    struct exchange *ex = c->ex;
     const struct config *cfg = client_cfg(c);
-    long lb = ex->use ? ex->lb : c->listener->lb_index;
+    long lb = ex->use ? ex->lb : c->listener->tag;
     const struct cfg_pool *pool = ex->use && ex->pool >= 0 ? &cfg->pools[ex->pool] : NULL;
     uint64_t now_us = clock_wall_us();
     double seconds = ex->start_us ? (double)(now_us - ex->start_us) / 1e6 : 0.0;
@@ -227,10 +242,17 @@ static const char *status_reason(int status)
     }
 }
 
-/* Ends the exchange (if any) with a response of limpet's own, then closes. */
+/* Ends the exchange with a response of limpet's own, then closes. A request
+ * refused before its exchange began gets one for the response (or, with no
+ * memory for it, only the close). */
 static void send_error(struct client *c, int status)
 {
-    struct exchange *ex = &c->ex;
+    c->state = CS_SEND_ERROR;
+    c->err_left = 0;
+    c->close_deadline_ms = c->pt->w->loop.now_ms + seconds_ms(client_cfg(c)->timeouts.client);
+    if (!c->ex && !exchange_open(c))
+        return;
+    struct exchange *ex = c->ex;
     const char *reason = status_reason(status);
     char retry[40] = "";
     if (status == 503)
@@ -241,24 +263,17 @@ static void send_error(struct client *c, int status)
                      "%sConnection: close\r\n\r\n%d %s\n",
                      status, reason, body_len, retry, status, reason);
     ex->bytes_out = (uint64_t)n;
-    if (c->state == CS_READ_HEAD && ex->method_len == 0) {
-        ex->path_len = 0;
-        ex->start_us = 0;
-        ex->start_ms = 0;
-    }
     log_exchange(c, status);
     release_exchange(c, false);
     c->err_data = ex->req_extra;
     c->err_left = (size_t)n;
-    c->state = CS_SEND_ERROR;
-    c->close_deadline_ms = c->worker->loop.now_ms + seconds_ms(client_cfg(c)->timeouts.client);
 }
 
 static void start_linger(struct client *c)
 {
     shutdown(c->io.fd, SHUT_WR);
     c->state = CS_LINGER;
-    c->close_deadline_ms = c->worker->loop.now_ms + LINGER_MS;
+    c->close_deadline_ms = c->pt->w->loop.now_ms + LINGER_MS;
 }
 
 static enum step step_send_error(struct client *c)
@@ -313,18 +328,19 @@ static void copy_for_log(struct exchange *ex, const struct h1_request *req)
     memcpy(ex->path, req->target, ex->path_len);
 }
 
-/* Parses the request head at req_start into the worker's scratch (again,
- * for a replay). Returns 0, or the status to refuse it with. */
-static int parse_request(struct client *c)
+/* Parses the exchange's request head again into the thread's scratch, for a
+ * retry (the scratch has served other connections since). Returns 0, or the
+ * status to refuse it with. */
+static int reparse_request(struct client *c)
 {
-    struct worker *w = c->worker;
-    struct exchange *ex = &c->ex;
+    struct proxy_thread *pt = c->pt;
+    struct exchange *ex = c->ex;
     int r = h1_parse_request(c->in->data + ex->req_start, c->in->end - ex->req_start,
-                             client_cfg(c)->limits.max_header_bytes, &w->req);
+                             client_cfg(c)->limits.max_header_bytes, &pt->req);
     if (r <= 0)
-        return r == H1_INVALID && w->req.error.status ? w->req.error.status : 400;
-    if (h1_request_semantics(&w->req, &w->sem) < 0)
-        return w->sem.error.status ? w->sem.error.status : 400;
+        return r == H1_INVALID && pt->req.error.status ? pt->req.error.status : 400;
+    if (h1_request_semantics(&pt->req, &pt->sem) < 0)
+        return pt->sem.error.status ? pt->sem.error.status : 400;
     return 0;
 }
 
@@ -357,21 +373,21 @@ static bool wants_upgrade(const struct h1_request *req, const struct h1_semantic
  * false when it is too fragmented to send (the request is refused). */
 static bool build_request_head(struct client *c)
 {
-    struct worker *w = c->worker;
-    struct exchange *ex = &c->ex;
+    struct proxy_thread *pt = c->pt;
+    struct exchange *ex = c->ex;
     if (ex->upgrade)
-        keep_upgrade_field(w->req.headers, w->req.num_headers, &w->sem);
+        keep_upgrade_field(pt->req.headers, pt->req.num_headers, &pt->sem);
     char affinity[160];
     size_t affinity_len = affinity_header_value(c, &ex->aff, affinity, sizeof(affinity));
-    return forward_request_head(ex, c->in->data + ex->req_start, ex->head_len, &w->req, &w->sem,
-                                c->ip, c->ip_len, affinity, affinity_len);
+    return forward_request_head(ex, c->in->data + ex->req_start, ex->head_len, &pt->req,
+                                &pt->sem, c->ip, c->ip_len, affinity, affinity_len);
 }
 
 /* Counts the session toward the origin's distinct-sessions estimate and pins
  * the connection's keyless requests to the origin of its first one. */
 static void note_session(struct client *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     const struct origin_shared *os = ex->use->snap->pools[ex->pool].origins[ex->origin];
     if (!c->pin_set) {
         c->pin_set = true;
@@ -380,7 +396,7 @@ static void note_session(struct client *c)
     }
     if (!ex->aff.session_hash)
         return;
-    struct origin_stats *st = &c->worker->stats.origins[os->id];
+    struct origin_stats *st = &c->pt->w->stats.origins[os->id];
     uint64_t now = clock_wall_us() / 1000000u;
     if (!st->sessions) {
         struct hll_window *win = malloc(sizeof(*win)); /* once per origin and worker */
@@ -393,39 +409,42 @@ static void note_session(struct client *c)
     hll_window_add(st->sessions, hll_mix64(ex->aff.session_hash), now);
 }
 
+/* A complete head was parsed into the thread's scratch: start its exchange. */
 static enum step start_exchange(struct client *c, size_t head_len)
 {
-    struct worker *w = c->worker;
-    struct exchange *ex = &c->ex;
-    memset(ex, 0, offsetof(struct exchange, req_iov));
-    ex->pool = ex->origin = -1;
+    struct proxy_thread *pt = c->pt;
+    struct worker *w = pt->w;
+    if (!exchange_open(c)) {
+        client_close(c);
+        return STEP_CLOSED;
+    }
+    struct exchange *ex = c->ex;
     ex->start_us = clock_wall_us();
     ex->start_ms = w->loop.now_ms;
     ex->req_start = c->in->start;
     ex->head_len = (uint32_t)head_len;
-    ex->use = worker_snapshot_get(w);
-    ex->lb = c->listener->lb_index;
-    copy_for_log(ex, &w->req);
+    ex->use = proxy_snapshot_get(pt);
+    copy_for_log(ex, &pt->req);
+    c->head_scan = 0;
 
-    int status = parse_request(c);
-    if (status) {
-        send_error(c, status);
+    if (h1_request_semantics(&pt->req, &pt->sem) < 0) {
+        send_error(c, pt->sem.error.status ? pt->sem.error.status : 400);
         return STEP_PROGRESS;
     }
-    const struct h1_semantics *sem = &w->sem;
+    const struct h1_semantics *sem = &pt->sem;
     ex->replayable = true;
     ex->req_body = sem->body;
     ex->content_length = ex->req_left = sem->body == H1_BODY_LENGTH ? sem->content_length : 0;
     h1_chunked_init(&ex->req_chunk);
     ex->is_head = ex->method_len == 4 && memcmp(ex->method, "HEAD", 4) == 0;
     ex->client_keep_alive = sem->keep_alive && !w->stopping;
-    ex->minor_version = w->req.minor_version;
-    ex->upgrade = wants_upgrade(&w->req, sem);
+    ex->minor_version = pt->req.minor_version;
+    ex->upgrade = wants_upgrade(&pt->req, sem);
     ex->expect_continue = sem->expect_continue && sem->body != H1_BODY_NONE;
     c->in->start = ex->req_start + ex->head_len;
     ex->req_scan = c->in->start;
     c->state = CS_EXCHANGE;
-    if (ex->lb < 0 || affinity_decide(c, &w->req, &ex->aff) < 0) {
+    if (ex->lb < 0 || affinity_decide(c, &pt->req, &ex->aff) < 0) {
         send_error(c, 503);
         return STEP_PROGRESS;
     }
@@ -435,33 +454,60 @@ static enum step start_exchange(struct client *c, size_t head_len)
     return STEP_PROGRESS;
 }
 
+/* Whether the bytes of a partial head received since the last look hold the
+ * end of the head (an empty line; a bare LF one too, which the parser then
+ * refuses). The parser runs once on a head that arrives whole; one that
+ * arrives in pieces is scanned only from where the last look stopped, and
+ * parsed when its end is there or it reached the size limit. */
+static bool head_may_be_complete(struct client *c, size_t limit)
+{
+    const char *data = c->in->data + c->in->start;
+    size_t len = buf_len(c->in);
+    if (c->head_scan == 0 || len >= limit)
+        return true;
+    size_t from = c->head_scan > 3 ? c->head_scan - 3 : 0;
+    for (const char *p = memchr(data + from, '\n', len - from); p;
+         p = memchr(p + 1, '\n', (size_t)(data + len - p - 1))) {
+        const char *next = p + 1;
+        if (next < data + len && *next == '\r')
+            next++;
+        if (next < data + len && *next == '\n')
+            return true;
+    }
+    c->head_scan = (uint32_t)len;
+    return false;
+}
+
 static enum step step_read_head(struct client *c)
 {
-    struct worker *w = c->worker;
+    struct proxy_thread *pt = c->pt;
+    struct worker *w = pt->w;
+    size_t limit = client_cfg(c)->limits.max_header_bytes;
     for (;;) {
-        if (c->in && buf_len(c->in) > 0) {
-            int r = h1_parse_request(c->in->data + c->in->start, buf_len(c->in),
-                                     client_cfg(c)->limits.max_header_bytes, &w->req);
+        if (c->in && buf_len(c->in) > 0 && head_may_be_complete(c, limit)) {
+            int r = h1_parse_request(c->in->data + c->in->start, buf_len(c->in), limit,
+                                     &pt->req);
             if (r > 0)
                 return start_exchange(c, (size_t)r);
             if (r == H1_INVALID) {
-                memset(&c->ex, 0, offsetof(struct exchange, req_iov));
-                send_error(c, w->req.error.status ? w->req.error.status : 400);
+                c->head_scan = 0;
+                send_error(c, pt->req.error.status ? pt->req.error.status : 400);
                 return STEP_PROGRESS;
             }
-        } else if (w->stopping || c->peer_closed) {
+            c->head_scan = (uint32_t)buf_len(c->in);
+        } else if ((!c->in || buf_len(c->in) == 0) && (w->stopping || c->peer_closed)) {
             client_close(c);
             return STEP_CLOSED;
         }
         if (!c->readable) {
             if (c->in && buf_len(c->in) == 0) {
-                buf_put(&w->bufs, c->in);
+                buf_put(&pt->bufs, c->in);
                 c->in = NULL;
             }
             return STEP_BLOCKED;
         }
         if (!c->in) {
-            c->in = buf_get(&w->bufs);
+            c->in = buf_get(&pt->bufs);
             if (!c->in) {
                 client_close(c);
                 return STEP_CLOSED;
@@ -470,12 +516,17 @@ static enum step step_read_head(struct client *c)
         if (c->in->start > 0)
             buf_compact(c->in);
         bool was_empty = buf_len(c->in) == 0;
-        ssize_t n = recv(c->io.fd, c->in->data + c->in->end, buf_space(c->in), 0);
+        size_t want = buf_space(c->in);
+        ssize_t n = recv(c->io.fd, c->in->data + c->in->end, want, 0);
         if (n > 0) {
             if (was_empty)
                 c->head_start_ms = w->loop.now_ms;
             c->in->end += (uint32_t)n;
             c->last_io_ms = w->loop.now_ms;
+            /* Edge-triggered: a short read emptied the socket, and new bytes
+             * (or the peer's close) will raise a new edge. */
+            if ((size_t)n < want && !c->peer_closed)
+                c->readable = false;
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -503,13 +554,13 @@ static bool method_idempotent(const struct exchange *ex)
  * on a fresh connection) and rebuilds the head for it. */
 static int reroute(struct client *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     if (!ex->fresh_conn_only || ex->pool < 0) {
         if (route_choose(c) < 0)
             return -1;
         affinity_rerouted(c, &ex->aff);
     }
-    if (parse_request(c) != 0 || !build_request_head(c))
+    if (reparse_request(c) != 0 || !build_request_head(c))
         return -1;
     return 0;
 }
@@ -518,8 +569,9 @@ static int reroute(struct client *c)
  * failure tries other origins as failover allows. */
 static enum step connect_origin(struct client *c)
 {
-    struct worker *w = c->worker;
-    struct exchange *ex = &c->ex;
+    struct proxy_thread *pt = c->pt;
+    struct worker *w = pt->w;
+    struct exchange *ex = c->ex;
     for (;;) {
         if (ex->attempts > 0 && reroute(c) < 0) {
             send_error(c, ex->connect_failed_any ? 503 : 502);
@@ -527,7 +579,7 @@ static enum step connect_origin(struct client *c)
         }
         ex->attempts++;
         int err = 0;
-        struct origin_conn *oc = origin_conn_acquire(w, ex->use->snap, (size_t)ex->pool,
+        struct origin_conn *oc = origin_conn_acquire(pt, ex->use->snap, (size_t)ex->pool,
                                                      (size_t)ex->origin, ex->fresh_conn_only,
                                                      &err);
         ex->fresh_conn_only = false;
@@ -536,7 +588,7 @@ static enum step connect_origin(struct client *c)
             ex->oc = oc;
             ex->connect_start_ms = ex->origin_io_ms = w->loop.now_ms;
             ex->req_sent_on_conn = 0;
-            w->origins[oc->origin_id].steer.active++;
+            pt->origins[oc->origin_id].steer.active++;
             STAT_ADD(w->stats.origins[oc->origin_id].active, 1);
             return STEP_PROGRESS;
         }
@@ -557,7 +609,7 @@ static enum step connect_origin(struct client *c)
  * nothing was sent, so another origin may take the request if failover allows. */
 static enum step connect_failed(struct client *c, int err)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     route_origin_failed(c, err);
     ex->connect_failed_any = true;
     detach_origin(c, false);
@@ -571,7 +623,7 @@ static enum step connect_failed(struct client *c, int err)
 /* Puts the request back as it was before anything was sent. */
 static void rewind_request(struct client *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     c->in->start = ex->req_start + ex->head_len;
     ex->req_scan = c->in->start;
     ex->req_left = ex->content_length;
@@ -582,7 +634,7 @@ static void rewind_request(struct client *c)
 /* The origin connection failed or closed before the response was complete. */
 static enum step origin_failed(struct client *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     bool reused = ex->oc && ex->oc->reused;
     size_t consumed = c->in ? c->in->start - ex->req_start : 0;
     bool may_replay = !ex->resp_any_byte && ex->replayable && ex->num_tried < MAX_ATTEMPTS &&
@@ -611,7 +663,7 @@ static enum step origin_failed(struct client *c)
 /* Body bytes in the input buffer that are ready to send; -1 on bad chunking. */
 static long request_body_ready(struct client *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     struct buf *in = c->in;
     switch (ex->req_body) {
     case H1_BODY_LENGTH: {
@@ -636,7 +688,7 @@ static long request_body_ready(struct client *c)
 
 static bool request_body_complete(const struct client *c)
 {
-    const struct exchange *ex = &c->ex;
+    const struct exchange *ex = c->ex;
     switch (ex->req_body) {
     case H1_BODY_LENGTH:
         return ex->req_left == 0;
@@ -650,10 +702,10 @@ static bool request_body_complete(const struct client *c)
 static void consume_request_body(struct client *c, size_t n)
 {
     if (n)
-        c->ex.body_started = true;
+        c->ex->body_started = true;
     c->in->start += (uint32_t)n;
-    if (c->ex.req_body == H1_BODY_LENGTH)
-        c->ex.req_left -= n;
+    if (c->ex->req_body == H1_BODY_LENGTH)
+        c->ex->req_left -= n;
 }
 
 static unsigned remaining_iov(const struct iovec *iov, unsigned from, unsigned to, size_t *bytes)
@@ -667,8 +719,9 @@ static unsigned remaining_iov(const struct iovec *iov, unsigned from, unsigned t
 
 static enum step send_request(struct client *c)
 {
-    struct worker *w = c->worker;
-    struct exchange *ex = &c->ex;
+    struct proxy_thread *pt = c->pt;
+    struct worker *w = pt->w;
+    struct exchange *ex = c->ex;
     struct origin_conn *oc = ex->oc;
     enum step result = STEP_BLOCKED;
 
@@ -705,6 +758,8 @@ static enum step send_request(struct client *c)
                 }
                 return origin_failed(c);
             }
+            if ((size_t)n < head_bytes + (ready > 0 ? (size_t)ready : 0))
+                oc->writable = false; /* the socket is full: wait for its next edge */
             ex->req_sent_on_conn += (uint64_t)n;
             ex->origin_io_ms = w->loop.now_ms;
             result = STEP_PROGRESS;
@@ -731,10 +786,13 @@ static enum step send_request(struct client *c)
             ex->req_scan -= (uint32_t)moved;
             ex->replayable = false;
         }
-        ssize_t n = recv(c->io.fd, c->in->data + c->in->end, buf_space(c->in), 0);
+        size_t want = buf_space(c->in);
+        ssize_t n = recv(c->io.fd, c->in->data + c->in->end, want, 0);
         if (n > 0) {
             c->in->end += (uint32_t)n;
             c->last_io_ms = w->loop.now_ms;
+            if ((size_t)n < want && !c->peer_closed)
+                c->readable = false; /* drained: the next bytes raise an edge */
             result = STEP_PROGRESS;
             continue;
         }
@@ -806,7 +864,7 @@ static bool response_body_complete(const struct exchange *ex, const struct buf *
 /* The Set-Cookie field limpet adds to the response (into ex->resp_extra). */
 static size_t format_set_cookie(struct client *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     if (!ex->aff.set_cookie || ex->aff.reason == REASON_FAILOVER_TEMPORARY)
         return 0;
     const struct snapshot *s = ex->use->snap;
@@ -819,7 +877,7 @@ static size_t format_set_cookie(struct client *c)
 /* The prefix app_cookie "prefix" mode puts on the application's cookie. */
 static const char *app_cookie_prefix(const struct client *c)
 {
-    const struct exchange *ex = &c->ex;
+    const struct exchange *ex = c->ex;
     const struct snapshot *s = ex->use->snap;
     const struct cfg_load_balancer *lb = &s->cfg->load_balancers[ex->lb];
     if (lb->session_affinity != AFFINITY_APP_COOKIE ||
@@ -832,27 +890,28 @@ static const char *app_cookie_prefix(const struct client *c)
  * bytes are needed, STEP_PROGRESS when parsed (or a 502 was started). */
 static enum step parse_response_head(struct client *c)
 {
-    struct worker *w = c->worker;
-    struct exchange *ex = &c->ex;
+    struct proxy_thread *pt = c->pt;
+    struct worker *w = pt->w;
+    struct exchange *ex = c->ex;
     struct buf *in = ex->oc->in;
     const char *head = in->data + in->start;
-    int r = h1_parse_response(head, buf_len(in), BUF_SIZE, &w->resp);
+    int r = h1_parse_response(head, buf_len(in), BUF_SIZE, &pt->resp);
     if (r == H1_NEED_MORE)
         return STEP_BLOCKED;
-    struct h1_semantics *sem = &w->sem;
-    if (r < 0 || (w->resp.status == 101 && !ex->upgrade) ||
-        h1_response_semantics(&w->resp, ex->method, ex->method_len, sem) < 0) {
+    struct h1_semantics *sem = &pt->sem;
+    if (r < 0 || (pt->resp.status == 101 && !ex->upgrade) ||
+        h1_response_semantics(&pt->resp, ex->method, ex->method_len, sem) < 0) {
         send_error(c, 502);
         return STEP_PROGRESS;
     }
-    if (w->resp.status == 101) {
+    if (pt->resp.status == 101) {
         /* The origin switches protocols: pass its Upgrade on, then tunnel. */
         ex->tunnel = true;
         ex->status = 101;
         ex->resp_body = H1_BODY_NONE;
-        keep_upgrade_field(w->resp.headers, w->resp.num_headers, sem);
+        keep_upgrade_field(pt->resp.headers, pt->resp.num_headers, sem);
         size_t set_cookie_len = format_set_cookie(c);
-        if (!forward_response_head(ex, head, (size_t)r, &w->resp, sem, ex->resp_extra,
+        if (!forward_response_head(ex, head, (size_t)r, &pt->resp, sem, ex->resp_extra,
                                    set_cookie_len, NULL)) {
             send_error(c, 502);
             return STEP_PROGRESS;
@@ -861,17 +920,17 @@ static enum step parse_response_head(struct client *c)
         ex->resp_head_parsed = true;
         return STEP_PROGRESS;
     }
-    if (w->resp.status < 200) {
+    if (pt->resp.status < 200) {
         /* Interim response: passed on to HTTP/1.1 clients, dropped for 1.0;
          * a 100 after the one limpet already sent is dropped too. */
-        if (w->resp.status == 100 && ex->continue_sent) {
+        if (pt->resp.status == 100 && ex->continue_sent) {
             in->start += (uint32_t)r;
             return STEP_PROGRESS;
         }
-        ex->continue_sent |= w->resp.status == 100;
+        ex->continue_sent |= pt->resp.status == 100;
         ex->interim = true;
         ex->resp_body = H1_BODY_NONE;
-        if (!forward_response_head(ex, head, (size_t)r, &w->resp, sem, NULL, 0, NULL)) {
+        if (!forward_response_head(ex, head, (size_t)r, &pt->resp, sem, NULL, 0, NULL)) {
             send_error(c, 502);
             return STEP_PROGRESS;
         }
@@ -881,7 +940,7 @@ static enum step parse_response_head(struct client *c)
         ex->resp_head_parsed = true;
         return STEP_PROGRESS;
     }
-    ex->status = w->resp.status;
+    ex->status = pt->resp.status;
     ex->resp_body = sem->body;
     ex->resp_left = sem->body == H1_BODY_LENGTH ? sem->content_length : 0;
     h1_chunked_init(&ex->resp_chunk);
@@ -890,15 +949,15 @@ static enum step parse_response_head(struct client *c)
         /* An HTTP/1.0 client cannot read chunked framing: send the data alone,
          * delimited by closing the connection. */
         ex->dechunk = true;
-        for (size_t i = 0; i < w->resp.num_headers; i++)
-            if (h1_token_eq(w->resp.headers[i].name, w->resp.headers[i].name_len,
+        for (size_t i = 0; i < pt->resp.num_headers; i++)
+            if (h1_token_eq(pt->resp.headers[i].name, pt->resp.headers[i].name_len,
                             "transfer-encoding"))
                 sem->skip[i] = true;
     }
     ex->close_client = !ex->client_keep_alive || w->stopping || !ex->req_done ||
                        sem->body == H1_BODY_UNTIL_CLOSE || ex->dechunk;
     size_t set_cookie_len = format_set_cookie(c);
-    if (!forward_response_head(ex, head, (size_t)r, &w->resp, sem, ex->resp_extra,
+    if (!forward_response_head(ex, head, (size_t)r, &pt->resp, sem, ex->resp_extra,
                                set_cookie_len, app_cookie_prefix(c))) {
         send_error(c, 502);
         return STEP_PROGRESS;
@@ -912,9 +971,9 @@ static enum step parse_response_head(struct client *c)
 /* The 101 is out: the exchange is logged and the connection becomes a tunnel. */
 static enum step start_tunnel(struct client *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     log_exchange(c, 101);
-    worker_snapshot_put(c->worker, ex->use);
+    proxy_snapshot_put(c->pt, ex->use);
     ex->use = NULL;
     c->state = CS_TUNNEL;
     return STEP_PROGRESS;
@@ -931,8 +990,9 @@ static enum step step_tunnel(struct client *c)
 
 static enum step relay_response(struct client *c)
 {
-    struct worker *w = c->worker;
-    struct exchange *ex = &c->ex;
+    struct proxy_thread *pt = c->pt;
+    struct worker *w = pt->w;
+    struct exchange *ex = c->ex;
     struct origin_conn *oc = ex->oc;
     enum step result = STEP_BLOCKED;
 
@@ -976,6 +1036,8 @@ static enum step relay_response(struct client *c)
                     client_close(c);
                     return STEP_CLOSED;
                 }
+                if ((size_t)n < head_bytes + (ready > 0 ? (size_t)ready : 0))
+                    c->writable = false; /* the socket is full: wait for its next edge */
                 c->last_io_ms = w->loop.now_ms;
                 ex->bytes_out += (uint64_t)n;
                 result = STEP_PROGRESS;
@@ -1009,7 +1071,7 @@ static enum step relay_response(struct client *c)
         if (!oc->readable)
             break;
         if (!oc->in) {
-            oc->in = buf_get(&w->bufs);
+            oc->in = buf_get(&pt->bufs);
             if (!oc->in) {
                 client_close(c);
                 return STEP_CLOSED;
@@ -1029,8 +1091,11 @@ static enum step relay_response(struct client *c)
             }
             ex->resp_scan -= (uint32_t)buf_compact(oc->in);
         }
-        ssize_t n = recv(oc->io.fd, oc->in->data + oc->in->end, buf_space(oc->in), 0);
+        size_t want = buf_space(oc->in);
+        ssize_t n = recv(oc->io.fd, oc->in->data + oc->in->end, want, 0);
         if (n > 0) {
+            if ((size_t)n < want && !oc->peer_closed)
+                oc->readable = false; /* drained: the next bytes raise an edge */
             oc->in->end += (uint32_t)n;
             ex->resp_any_byte = true;
             ex->origin_io_ms = w->loop.now_ms;
@@ -1058,25 +1123,27 @@ static enum step relay_response(struct client *c)
 
 static enum step finish_exchange(struct client *c)
 {
-    struct worker *w = c->worker;
-    struct exchange *ex = &c->ex;
+    struct proxy_thread *pt = c->pt;
+    struct worker *w = pt->w;
+    struct exchange *ex = c->ex;
     log_exchange(c, ex->status);
     route_origin_succeeded(c);
-    release_exchange(c, ex->resp_keep_alive && ex->req_done && !ex->origin_eof);
+    bool origin_reusable = ex->resp_keep_alive && ex->req_done && !ex->origin_eof;
     c->requests++;
     if (ex->close_client || !ex->req_done || w->stopping) {
+        release_exchange(c, origin_reusable);
         start_linger(c);
         return STEP_PROGRESS;
     }
+    exchange_close(c, origin_reusable);
     c->state = CS_READ_HEAD;
     c->head_start_ms = w->loop.now_ms;
-    memset(ex, 0, offsetof(struct exchange, req_iov));
     return STEP_PROGRESS;
 }
 
 static enum step step_exchange(struct client *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     if (!ex->oc) {
         enum step s = connect_origin(c);
         if (s != STEP_PROGRESS || c->state != CS_EXCHANGE)
@@ -1108,7 +1175,7 @@ static enum step step_exchange(struct client *c)
  * taking its body, and the client is taking the response. */
 static bool waiting_on_origin(const struct client *c)
 {
-    const struct exchange *ex = &c->ex;
+    const struct exchange *ex = c->ex;
     return !ex->resp_done && c->writable && ex->oc &&
            (ex->req_done || !ex->oc->writable);
 }
@@ -1116,7 +1183,7 @@ static bool waiting_on_origin(const struct client *c)
 /* A client waiting for "100 Continue" that the origin has not sent yet. */
 static bool continue_pending(const struct client *c)
 {
-    const struct exchange *ex = &c->ex;
+    const struct exchange *ex = c->ex;
     return ex->expect_continue && !ex->continue_sent && ex->req_head_sent && !ex->req_done &&
            !ex->body_started && !ex->resp_head_parsed && !ex->resp_any_byte;
 }
@@ -1125,7 +1192,7 @@ static bool continue_pending(const struct client *c)
 static void send_own_continue(struct client *c)
 {
     static const char continue_head[] = "HTTP/1.1 100 Continue\r\n\r\n";
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     ex->continue_sent = ex->interim = ex->resp_head_parsed = true;
     ex->resp_body = H1_BODY_NONE;
     ex->resp_iov[0].iov_base = (void *)continue_head;
@@ -1137,7 +1204,7 @@ static void send_own_continue(struct client *c)
 static uint64_t client_deadline(const struct client *c)
 {
     const struct cfg_timeouts *t = &client_cfg(c)->timeouts;
-    const struct exchange *ex = &c->ex;
+    const struct exchange *ex = c->ex;
     switch (c->state) {
     case CS_READ_HEAD:
         if ((!c->in || buf_len(c->in) == 0) && c->requests > 0)
@@ -1165,7 +1232,7 @@ static uint64_t client_deadline(const struct client *c)
 
 static void client_update_timer(struct client *c)
 {
-    struct loop *loop = &c->worker->loop;
+    struct loop *loop = &c->pt->w->loop;
     uint64_t deadline = client_deadline(c);
     timer_arm(loop, &c->timer, deadline > loop->now_ms ? deadline - loop->now_ms : 0);
 }
@@ -1177,11 +1244,10 @@ static void client_timer_cb(struct loop *loop, struct timer *t)
         client_update_timer(c);
         return;
     }
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     switch (c->state) {
     case CS_READ_HEAD:
         if (c->in && buf_len(c->in) > 0) {
-            memset(ex, 0, offsetof(struct exchange, req_iov));
             send_error(c, 408);
             break;
         }

@@ -10,7 +10,7 @@
 #include "proxy/proxy.h"
 
 #include "config/snapshot.h"
-#include "core/worker.h"
+#include "proxy/thread.h"
 #include "http/cookie.h"
 
 #define COOKIE_SPANS_MAX 32       /* pieces a rewritten Cookie field may be made of */

@@ -19,27 +19,24 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "core/worker.h"
+#include "proxy/thread.h"
 
 static void oc_free(struct origin_conn *oc)
 {
-    struct worker *w = oc->worker;
-    timer_cancel(&w->loop, &oc->idle_timer);
+    struct proxy_thread *pt = oc->pt;
+    timer_cancel(&pt->w->loop, &oc->idle_timer);
     if (oc->io.fd >= 0) {
-        loop_unwatch(&w->loop, &oc->io);
+        loop_unwatch(&pt->w->loop, &oc->io);
         close(oc->io.fd);
         oc->io.fd = -1;
     }
-    buf_put(&w->bufs, oc->in);
-    oc->in = NULL;
-    oc->client = NULL;
-    oc->next = w->free_origin_conns;
-    w->free_origin_conns = oc;
+    buf_put(&pt->bufs, oc->in);
+    slab_free(&pt->origin_conn_slab, oc);
 }
 
 static void idle_unlink(struct origin_conn *oc)
 {
-    struct origin_rt *rt = &oc->worker->origins[oc->origin_id];
+    struct origin_rt *rt = &oc->pt->origins[oc->origin_id];
     for (struct origin_conn **pp = &rt->idle; *pp; pp = &(*pp)->next) {
         if (*pp == oc) {
             *pp = oc->next;
@@ -56,6 +53,8 @@ static void oc_event_cb(struct loop *loop, struct io_watch *io, uint32_t events)
     struct origin_conn *oc = (struct origin_conn *)io;
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP))
         oc->readable = true;
+    if (events & (EPOLLRDHUP | EPOLLHUP))
+        oc->peer_closed = true;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         oc->writable = true;
     if (oc->state == OC_IDLE) {
@@ -77,27 +76,27 @@ static void oc_idle_timeout_cb(struct loop *loop, struct timer *t)
     oc_free(oc);
 }
 
-static struct origin_conn *oc_alloc(struct worker *w)
+static struct origin_conn *oc_alloc(struct proxy_thread *pt)
 {
-    struct origin_conn *oc = w->free_origin_conns;
-    if (oc) {
-        w->free_origin_conns = oc->next;
-    } else {
-        oc = malloc(sizeof(*oc));
-        if (!oc)
-            return NULL;
-    }
-    *oc = (struct origin_conn){.worker = w};
+    struct origin_conn *oc = slab_alloc(&pt->origin_conn_slab);
+    if (!oc)
+        return NULL;
+    *oc = (struct origin_conn){.pt = pt};
     oc->io.fd = -1;
     timer_init(&oc->idle_timer, oc_idle_timeout_cb);
     return oc;
 }
 
-struct origin_conn *origin_conn_acquire(struct worker *w, const struct snapshot *s,
+struct origin_conn *origin_conn_acquire(struct proxy_thread *pt, const struct snapshot *s,
                                         size_t pool, size_t origin, bool fresh_only, int *err)
 {
+    struct worker *w = pt->w;
     const struct origin_shared *os = s->pools[pool].origins[origin];
-    struct origin_rt *rt = worker_origin_rt(w, os);
+    struct origin_rt *rt = proxy_origin_rt(pt, os);
+    if (!rt) { /* removed since the exchange began: nothing to connect to */
+        *err = -ENOENT;
+        return NULL;
+    }
     const struct addr *a = &s->cfg->pools[pool].origins[origin].addr;
     struct origin_conn *oc = fresh_only ? NULL : rt->idle;
     while (oc && !addr_equal(&oc->addr, a)) { /* the origin was re-addressed */
@@ -129,7 +128,7 @@ struct origin_conn *origin_conn_acquire(struct worker *w, const struct snapshot 
         close(fd);
         return NULL;
     }
-    oc = oc_alloc(w);
+    oc = oc_alloc(pt);
     if (!oc) {
         close(fd);
         *err = -ENOMEM;
@@ -165,11 +164,12 @@ int origin_conn_connect_result(struct origin_conn *oc)
 
 void origin_conn_release(struct origin_conn *oc, bool reusable)
 {
-    struct worker *w = oc->worker;
-    struct origin_rt *rt = &w->origins[oc->origin_id];
+    struct proxy_thread *pt = oc->pt;
+    struct worker *w = pt->w;
+    struct origin_rt *rt = &pt->origins[oc->origin_id];
     oc->client = NULL;
     if (!reusable || w->stopping || rt->generation != oc->generation ||
-        rt->num_idle >= w->max_idle_per_origin ||
+        rt->num_idle >= pt->max_idle_per_origin || oc->peer_closed ||
         (oc->in && buf_len(oc->in) > 0)) {
         oc_free(oc);
         return;
@@ -184,19 +184,19 @@ void origin_conn_release(struct origin_conn *oc, bool reusable)
         }
         oc->readable = false;
     }
-    buf_put(&w->bufs, oc->in);
+    buf_put(&pt->bufs, oc->in);
     oc->in = NULL;
     oc->state = OC_IDLE;
     oc->next = rt->idle;
     rt->idle = oc;
     rt->num_idle++;
     timer_arm(&w->loop, &oc->idle_timer,
-              (uint64_t)(w->cur->snap->cfg->timeouts.keepalive * 1000.0));
+              (uint64_t)(pt->cur->snap->cfg->timeouts.keepalive * 1000.0));
 }
 
-void origin_conn_close_idle(struct worker *w, struct origin_rt *rt)
+void origin_conn_close_idle(struct proxy_thread *pt, struct origin_rt *rt)
 {
-    (void)w;
+    (void)pt;
     while (rt->idle) {
         struct origin_conn *oc = rt->idle;
         rt->idle = oc->next;

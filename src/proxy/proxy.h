@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -30,6 +31,7 @@ struct worker;
 struct listener;
 struct buf;
 struct origin_rt;
+struct proxy_thread;
 struct snap_use;
 struct snapshot;
 
@@ -47,7 +49,7 @@ enum oc_state {
 /* A connection to an origin. */
 struct origin_conn {
     struct io_watch io;
-    struct worker *worker;
+    struct proxy_thread *pt;        /* the thread that owns it */
     enum oc_state state;
     uint32_t origin_id;             /* origin_shared.id: its slot in worker->origins */
     uint32_t generation;            /* origin_shared.generation when opened */
@@ -57,6 +59,7 @@ struct origin_conn {
     struct buf *in;                 /* response bytes from the origin */
     struct timer idle_timer;        /* closes it after keepalive seconds idle */
     bool readable, writable;        /* edge-triggered readiness */
+    bool peer_closed;               /* the origin shut its side (EPOLLRDHUP) */
     bool reused;                    /* came from the idle list */
 };
 
@@ -141,35 +144,39 @@ enum client_state {
     CS_TUNNEL,          /* upgraded: bytes relayed both ways (tunnel.c) */
 };
 
+/* A client connection. Small on purpose: an idle keep-alive connection
+ * holds only this record (no buffer, no exchange). */
 struct client {
     struct io_watch io;
-    struct worker *worker;
+    struct proxy_thread *pt;        /* the thread that owns it */
     struct listener *listener;
-    struct client *prev, *next;     /* worker's list of clients / free list */
-    enum client_state state;
-    struct buf *in;                 /* request bytes; NULL while idle */
+    struct client *prev, *next;     /* the thread's list of clients */
+    struct exchange *ex;            /* the request in progress; NULL between requests */
+    struct buf *in;                 /* request bytes; NULL while none are pending */
     struct timer timer;
+    enum client_state state;
     bool readable, writable, peer_closed;
+    bool pin_set;                   /* the connection's first request chose an origin */
+    uint8_t peer_family;            /* 4 or 6 */
+    uint8_t ip_len;
+    uint32_t head_scan;             /* bytes of a partial head already scanned for its end */
     uint64_t last_io_ms;            /* last byte read from or written to the client */
     uint64_t head_start_ms;         /* when the current head began */
     unsigned requests;              /* requests completed on this connection */
-    char ip[48];                    /* client address as text */
-    uint8_t ip_len;
-    uint8_t peer_family;            /* 4 or 6 */
-    uint8_t peer_addr[16];          /* client address bytes (for consistent hashing) */
-    bool pin_set;                   /* the connection's first request chose an origin */
-    uint32_t pin_id, pin_generation;   /* that origin (origin_shared id and generation) */
-    const char *err_data;           /* CS_SEND_ERROR: bytes left to send */
+    const char *err_data;           /* CS_SEND_ERROR: bytes left to send (in ex) */
     size_t err_left;
     uint64_t close_deadline_ms;     /* CS_SEND_ERROR, CS_LINGER: close by then */
-    struct exchange ex;
+    uint32_t pin_id, pin_generation;   /* that origin (origin_shared id and generation) */
+    uint8_t peer_addr[16];          /* client address bytes (for consistent hashing) */
+    char ip[INET6_ADDRSTRLEN];      /* client address as text */
 };
 
 /* Takes over an accepted, non-blocking socket. Closes it on failure. */
-void client_accept(struct listener *l, int fd, const struct sockaddr *peer);
+void client_accept(struct proxy_thread *pt, struct listener *l, int fd,
+                   const struct sockaddr *peer);
 /* Graceful stop: closes connections between requests; the rest close after
  * their current response. */
-void client_stop_idle(struct worker *w);
+void client_stop_idle(struct proxy_thread *pt);
 /* Closes a client connection at once (end of grace period, shutdown). */
 void client_close(struct client *c);
 /* The origin connection of c's exchange became readable or writable. */
@@ -184,14 +191,14 @@ bool tunnel_step(struct client *c);
  * being connected. Returns NULL with *err set (-errno) when the connection
  * could not even be started; -ECONNREFUSED and friends mean the origin is not
  * reachable. */
-struct origin_conn *origin_conn_acquire(struct worker *w, const struct snapshot *s,
+struct origin_conn *origin_conn_acquire(struct proxy_thread *pt, const struct snapshot *s,
                                         size_t pool, size_t origin, bool fresh_only, int *err);
 /* Returns a connection whose exchange ended cleanly to the idle list, or closes it. */
 void origin_conn_release(struct origin_conn *oc, bool reusable);
 /* Checks a completed non-blocking connect. Returns 0 or -errno. */
 int origin_conn_connect_result(struct origin_conn *oc);
 /* Closes the idle connections kept in one origin slot. */
-void origin_conn_close_idle(struct worker *w, struct origin_rt *rt);
+void origin_conn_close_idle(struct proxy_thread *pt, struct origin_rt *rt);
 
 /* ---- routing (route.c) ---- */
 

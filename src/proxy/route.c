@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "core/log.h"
-#include "core/worker.h"
+#include "proxy/thread.h"
 
 #define PASSIVE_BACKOFF_MIN_MS 1000u
 #define PASSIVE_BACKOFF_MAX_MS 10000u
@@ -35,21 +35,21 @@ static bool already_tried(const struct exchange *ex, size_t pool, size_t origin)
 
 bool route_origin_usable(const struct client *c, size_t p, size_t o)
 {
-    const struct snapshot *s = c->ex.use->snap;
+    const struct snapshot *s = c->ex->use->snap;
     const struct origin_shared *os = s->pools[p].origins[o];
     return snapshot_origin_usable(s, p, o) &&
            atomic_load_explicit(&os->retry_after_ms, memory_order_relaxed) <=
-               c->worker->loop.now_ms;
+               c->pt->w->loop.now_ms;
 }
 
 /* Chooses an origin in one pool; returns its index or -1. */
 static long choose_in_pool(struct client *c, size_t p)
 {
-    struct worker *w = c->worker;
-    struct exchange *ex = &c->ex;
+    struct proxy_thread *pt = c->pt;
+    struct exchange *ex = c->ex;
     const struct snapshot *s = ex->use->snap;
     const struct cfg_pool *pool = &s->cfg->pools[p];
-    bool *candidate = w->candidate_scratch;
+    bool *candidate = pt->candidate_scratch;
     bool any = false;
 
     for (size_t o = 0; o < pool->num_origins; o++) {
@@ -66,28 +66,14 @@ static long choose_in_pool(struct client *c, size_t p)
             return o;
         /* the client's origin was tried already: any other will do */
     }
-    return steer_pick(pool->origin_steering, pool->origins, w->pool_slots[p], candidate,
-                      pool->num_origins, &w->rng);
-}
-
-/* Moves an exchange that outlived its snapshot onto the current one (a retry
- * routes with the newest configuration; origin indexes start afresh). */
-static void follow_current_snapshot(struct client *c)
-{
-    struct worker *w = c->worker;
-    struct exchange *ex = &c->ex;
-    if (ex->use == w->cur)
-        return;
-    worker_snapshot_put(w, ex->use);
-    ex->use = worker_snapshot_get(w);
-    ex->lb = c->listener->lb_index;
-    ex->num_tried = 0;
+    return steer_pick(pool->origin_steering, pool->origins, ex->use->pool_slots[p], candidate,
+                      pool->num_origins, &pt->w->rng);
 }
 
 /* Sum of the usable origins' weights of pool p (0: nothing usable). */
 static uint64_t pool_usable_weight(const struct client *c, size_t p)
 {
-    const struct cfg_pool *pool = &c->ex.use->snap->cfg->pools[p];
+    const struct cfg_pool *pool = &c->ex->use->snap->cfg->pools[p];
     uint64_t total = 0;
     for (size_t o = 0; o < pool->num_origins; o++)
         if (route_origin_usable(c, p, o))
@@ -159,7 +145,7 @@ static long random_pool(struct client *c, const struct cfg_load_balancer *lb,
         total += pool_usable_weight(c, lb->default_pools[i]);
     if (total == 0)
         return -1;
-    uint64_t r = (key_hash ? *key_hash : steer_random(&c->worker->rng)) % total;
+    uint64_t r = (key_hash ? *key_hash : steer_random(&c->pt->w->rng)) % total;
     for (size_t i = 0; i < lb->num_default_pools; i++) {
         uint64_t w = pool_usable_weight(c, lb->default_pools[i]);
         if (r < w)
@@ -172,8 +158,8 @@ static long random_pool(struct client *c, const struct cfg_load_balancer *lb,
 size_t route_pool_order(struct client *c, long *pools, size_t max, bool *fallback_last,
                         const uint64_t *key_hash)
 {
-    const struct config *cfg = c->ex.use->snap->cfg;
-    const struct cfg_load_balancer *lb = &cfg->load_balancers[c->ex.lb];
+    const struct config *cfg = c->ex->use->snap->cfg;
+    const struct cfg_load_balancer *lb = &cfg->load_balancers[c->ex->lb];
     size_t n = 0;
     if (lb->steering_policy == POLICY_GEO) {
         const struct cfg_region_pools *rp = client_region_pools(c, cfg, lb);
@@ -196,8 +182,7 @@ size_t route_pool_order(struct client *c, long *pools, size_t max, bool *fallbac
 
 int route_choose(struct client *c)
 {
-    struct exchange *ex = &c->ex;
-    follow_current_snapshot(c);
+    struct exchange *ex = c->ex;
     if (ex->num_tried >= MAX_ATTEMPTS || ex->lb < 0)
         return -1;
     long pools[ROUTE_MAX_POOLS];
@@ -220,16 +205,16 @@ int route_choose(struct client *c)
 
 void route_origin_failed(struct client *c, int err)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     const struct snapshot *s = ex->use->snap;
     struct origin_shared *os = s->pools[ex->pool].origins[ex->origin];
     unsigned failures = atomic_fetch_add(&os->passive_failures, 1);
-    STAT_ADD(c->worker->stats.origins[os->id].connect_failures, 1);
+    STAT_ADD(c->pt->w->stats.origins[os->id].connect_failures, 1);
     unsigned shift = failures < 4 ? failures : 4;
     uint64_t backoff = (uint64_t)PASSIVE_BACKOFF_MIN_MS << shift;
     if (backoff > PASSIVE_BACKOFF_MAX_MS)
         backoff = PASSIVE_BACKOFF_MAX_MS;
-    atomic_store(&os->retry_after_ms, c->worker->loop.now_ms + backoff);
+    atomic_store(&os->retry_after_ms, c->pt->w->loop.now_ms + backoff);
     if (failures == 0)
         log_error("origin %s/%s unreachable (%s): not chosen for %llu ms, longer while it fails",
                   os->pool, os->name, strerror(err > 0 ? err : -err),
@@ -238,7 +223,7 @@ void route_origin_failed(struct client *c, int err)
 
 void route_origin_succeeded(struct client *c)
 {
-    struct exchange *ex = &c->ex;
+    struct exchange *ex = c->ex;
     struct origin_shared *os = ex->use->snap->pools[ex->pool].origins[ex->origin];
     if (ex->status >= 500) {
         /* a passive failure too, with no backoff: health.c marks a monitored

@@ -14,11 +14,11 @@
 #include <errno.h>
 #include <sys/socket.h>
 
-#include "core/worker.h"
+#include "proxy/thread.h"
 
 /* Moves bytes from `from` (through buf) to `to`. Returns -1 on a socket
  * error, else whether anything moved. Sets *eof when `from` finished. */
-static int pump(struct worker *w, struct buf **buf, int from, bool *from_readable, bool *eof,
+static int pump(struct proxy_thread *pt, struct buf **buf, int from, bool *from_readable, bool *eof,
                 int to, bool *to_writable)
 {
     bool moved = false;
@@ -40,7 +40,7 @@ static int pump(struct worker *w, struct buf **buf, int from, bool *from_readabl
         }
         if (*eof || !*from_readable)
             return moved;
-        if (!*buf && !(*buf = buf_get(&w->bufs)))
+        if (!*buf && !(*buf = buf_get(&pt->bufs)))
             return -1;
         (*buf)->start = (*buf)->end = 0;
         ssize_t n = recv(from, (*buf)->data, BUF_SIZE, 0);
@@ -60,12 +60,13 @@ static int pump(struct worker *w, struct buf **buf, int from, bool *from_readabl
 
 bool tunnel_step(struct client *c)
 {
-    struct worker *w = c->worker;
-    struct exchange *ex = &c->ex;
+    struct proxy_thread *pt = c->pt;
+    struct worker *w = pt->w;
+    struct exchange *ex = c->ex;
     struct origin_conn *oc = ex->oc;
-    int up = pump(w, &c->in, c->io.fd, &c->readable, &ex->tunnel_client_eof, oc->io.fd,
+    int up = pump(pt, &c->in, c->io.fd, &c->readable, &ex->tunnel_client_eof, oc->io.fd,
                   &oc->writable);
-    int down = pump(w, &oc->in, oc->io.fd, &oc->readable, &ex->tunnel_origin_eof, c->io.fd,
+    int down = pump(pt, &oc->in, oc->io.fd, &oc->readable, &ex->tunnel_origin_eof, c->io.fd,
                     &c->writable);
     if (up < 0 || down < 0)
         return false;
