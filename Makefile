@@ -24,6 +24,10 @@ SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize
 UNIT_SRCS  := $(sort $(wildcard tests/unit/test_*.c))
 UNIT_BINS  := $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/unit/%)
 SAN_OBJS   := $(LIBSRCS:%.c=$(BUILD)/san/%.o)
+# The end-to-end suite runs against these: the real binaries under
+# AddressSanitizer + UndefinedBehaviorSanitizer (any report fails the test).
+SAN_LIMPET    := $(BUILD)/san/limpet
+SAN_LIMPETCTL := $(BUILD)/san/limpetctl
 
 DEB_PACKAGES := gcc make clang libclang-rt-dev libjansson-dev libssl-dev libcmocka-dev \
                 python3-pytest curl wrk chromium nodejs
@@ -66,6 +70,14 @@ $(BUILD)/limpetctl: $(BUILD)/obj/tools/limpetctl.o $(LIBOBJS)
 	@echo "  LD      $@"
 	@$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
+$(SAN_LIMPET): $(BUILD)/san/src/main.o $(SAN_OBJS)
+	@echo "  LD+SAN  $@"
+	@$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+
+$(SAN_LIMPETCTL): $(BUILD)/san/tools/limpetctl.o $(SAN_OBJS)
+	@echo "  LD+SAN  $@"
+	@$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+
 # Files embedded with .incbin (the dashboard) are dependencies of their object.
 ASSETS := $(wildcard src/admin/*.html src/admin/*.js src/admin/*.css)
 $(BUILD)/obj/src/admin/assets.o $(BUILD)/san/src/admin/assets.o: $(ASSETS)
@@ -96,8 +108,13 @@ unit: $(UNIT_BINS)
 $(BROWSER_DEPS): tests/browser/package.json tests/browser/package-lock.json | $(DEPS_STAMP)
 	cd tests/browser && npm ci --no-audit --no-fund
 
-e2e: all $(BROWSER_DEPS)
-	$(PYTHON) -m pytest -q tests/e2e
+# Any sanitizer report (a memory error, undefined behaviour, or a leak when
+# limpet exits) lands on the process's stderr, which the suite checks.
+E2E_ENV := LIMPET_BIN=$(CURDIR)/$(SAN_LIMPET) LIMPETCTL_BIN=$(CURDIR)/$(SAN_LIMPETCTL) \
+           ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
+
+e2e: all $(SAN_LIMPET) $(SAN_LIMPETCTL) $(BROWSER_DEPS)
+	$(E2E_ENV) $(PYTHON) -m pytest -q tests/e2e
 
 bench: $(BUILD)/limpet $(BUILD)/affinity_bench
 	bench/run.sh
