@@ -191,7 +191,7 @@ bool forward_response_head(struct exchange *ex, const char *head, size_t head_le
         add_span(&b, h[i].line, h[i].line_len);
     }
     add_span(&b, set_cookie, set_cookie_len);
-    if (ex->tunnel)
+    if (resp->status == 101)
         add_literal(&b, "Connection: upgrade\r\n");
     else if (ex->close_client)
         add_literal(&b, "Connection: close\r\n");

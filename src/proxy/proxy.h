@@ -26,6 +26,7 @@
 #include "core/addr.h"
 #include "core/stats.h"
 #include "http/h1.h"
+#include "proxy/body.h"
 
 struct worker;
 struct listener;
@@ -63,69 +64,88 @@ struct origin_conn {
     bool reused;                    /* came from the idle list */
 };
 
-/* One request/response exchange on a client connection. */
+/* Where the request stands on the origin side. */
+enum req_state {
+    REQ_HEAD,           /* the head (and any body bytes with it) is being sent */
+    REQ_BODY,           /* the head is out; body bytes follow as they come */
+    REQ_DONE,           /* all of it was sent */
+};
+
+/* Where the response stands. */
+enum resp_state {
+    RESP_WAIT_HEAD,     /* waiting for (the rest of) a head from the origin */
+    RESP_HEAD,          /* a head is being sent to the client (head_status) */
+    RESP_BODY,          /* the final head is out; body bytes follow */
+    RESP_DONE,          /* all of it was sent */
+};
+
+/* What went wrong on the origin side, for exchange_failure_decide(). */
+enum origin_failure {
+    FAIL_CONNECT,       /* refused, unreachable or timed out: nothing was sent */
+    FAIL_SHORTAGE,      /* limpet itself lacks descriptors or memory */
+    FAIL_BROKEN,        /* reset or closed before the response was complete */
+};
+
+/* What to do about it. */
+enum failure_action {
+    ACT_RETRY_FRESH,    /* the same origin on a new connection (a kept-alive one was stale) */
+    ACT_RETRY_ELSEWHERE,/* another origin, as zero_downtime_failover allows */
+    ACT_ANSWER_502,     /* an origin failed after the request reached it */
+    ACT_ANSWER_503,     /* nothing could serve it */
+    ACT_ABORT,          /* the response had begun: cut the client off */
+};
+
+/* One request/response exchange on a client connection. Taken from the
+ * thread's slab when a request head is complete, given back when the
+ * response is done, so an idle connection holds none. */
 struct exchange {
     /* the request, in client->in */
+    enum req_state req_state;
     uint32_t req_start;             /* offset of the head (valid while replayable) */
     uint32_t head_len;
     bool replayable;                /* head and body still whole in the buffer */
-    enum h1_body req_body;
-    uint64_t req_left;              /* Content-Length bytes not yet sent */
-    struct h1_chunked req_chunk;
-    uint32_t req_scan;              /* chunked: end of the scanned part */
-    bool req_chunk_done;
-    bool req_head_sent, req_done;
+    struct body_cursor req_body;    /* the request body in client->in */
     bool is_head;                   /* HEAD request: response has no body */
     bool client_keep_alive;
     int minor_version;
+    bool upgrade;                   /* the request asks for a protocol upgrade (not h2c) */
+    bool expect_continue;           /* the client waits for 100 Continue before its body */
+    bool continue_sent;             /* a 100 Continue went to the client (origin's or limpet's) */
+    bool body_started;              /* request body bytes have been sent */
+    uint64_t head_sent_ms;          /* when the request head was all sent */
+    uint64_t req_sent_on_conn;      /* request bytes written on this origin connection */
 
     /* routing */
-    struct snap_use *use;           /* the snapshot this exchange runs on */
+    struct snap_use *use;           /* the snapshot this exchange runs on, to its end */
     long lb;                        /* load balancer index in use->snap */
     long pool, origin;              /* chosen origin, -1 before routing */
     struct { uint16_t pool, origin; } tried[MAX_ATTEMPTS];
     unsigned num_tried;
+    unsigned attempts;              /* origin connections tried for this request */
     bool connect_failed_any;        /* some origin refused or timed out */
     bool fresh_conn_only;           /* a reused connection failed: use a new one */
     struct origin_conn *oc;
     uint64_t connect_start_ms;
     uint64_t origin_io_ms;          /* last progress on the origin side */
     enum affinity_reason reason;    /* affinity outcome, logged and counted */
+    struct affinity_decision aff;   /* the session's routing decision and its edits */
 
     /* the response, in oc->in */
-    bool resp_head_parsed;
-    bool resp_head_sent;
-    bool resp_done;
+    enum resp_state resp_state;
+    int head_status;                /* RESP_HEAD: status of the head being sent */
+    int status;                     /* the final status, for the log */
+    struct body_cursor resp_body;   /* the response body in oc->in */
     bool resp_keep_alive;           /* origin connection reusable afterwards */
     bool close_client;              /* close the client after this response */
-    int status;
-    enum h1_body resp_body;
-    uint64_t resp_left;
-    struct h1_chunked resp_chunk;
-    uint32_t resp_scan;
-    bool resp_chunk_done;
     bool resp_any_byte;             /* something came back from the origin */
+    bool tunnel_client_eof, tunnel_origin_eof;  /* after a 101: each side finished sending */
     uint64_t bytes_out;             /* bytes sent to the client */
 
     uint64_t start_us, start_ms;
-    uint64_t content_length;        /* request Content-Length, for a replay */
-    uint64_t req_sent_on_conn;      /* request bytes written on this origin connection */
     uint8_t method_len;
     uint16_t path_len;
     unsigned req_iov_n, req_iov_i;
     unsigned resp_iov_n, resp_iov_i;
-    bool interim;                   /* the response head being sent is a 1xx */
-    bool origin_eof;                /* the origin closed (until-close body ends) */
-    unsigned attempts;              /* origin connections tried for this request */
-    bool upgrade;                   /* the request asks for a protocol upgrade (not h2c) */
-    bool expect_continue;           /* the client waits for 100 Continue before its body */
-    bool continue_sent;             /* a 100 Continue went to the client (origin's or limpet's) */
-    bool body_started;              /* request body bytes have been sent */
-    uint64_t head_sent_ms;          /* when the request head was all sent */
-    bool tunnel;                    /* the origin accepted it: 101, then a tunnel */
-    bool tunnel_client_eof, tunnel_origin_eof;  /* each side finished sending */
-    struct affinity_decision aff;   /* the session's routing decision and its edits */
-    bool dechunk;                   /* chunked response decoded for an HTTP/1.0 client */
 
     /* Arrays: not cleared between exchanges (everything above is). */
     struct iovec req_iov[HEAD_IOV_MAX];
@@ -184,6 +204,41 @@ void client_origin_event(struct client *c);
 
 /* Relays tunnel bytes both ways; returns false when the tunnel is over. */
 bool tunnel_step(struct client *c);
+
+/* ---- between client.c (the connection) and exchange.c (its requests) ---- */
+
+/* What a step of a connection's state machine achieved. */
+enum step {
+    STEP_BLOCKED,       /* nothing more until an event */
+    STEP_PROGRESS,      /* something moved (or the state changed): step again */
+    STEP_CLOSED,        /* the connection is closed and freed */
+};
+
+/* The configuration the connection currently works with. */
+const struct config *client_cfg(const struct client *c);
+/* Gives the connection an exchange record; false when out of memory. */
+bool client_open_exchange(struct client *c);
+/* Ends the exchange's hold on its origin connection and snapshot (the record
+ * stays for an error response), or ends the exchange altogether. */
+void client_release_exchange(struct client *c, bool origin_reusable);
+void client_end_exchange(struct client *c, bool origin_reusable);
+/* Answers with a response of limpet's own, then closes (state CS_SEND_ERROR). */
+void client_send_error(struct client *c, int status);
+/* Counts the exchange and writes its access-log line. */
+void client_log_exchange(struct client *c, int status);
+/* Shuts the write side and drains input briefly before closing. */
+void client_linger(struct client *c);
+
+/* Lets go of the exchange's origin connection (to the idle list when reusable). */
+void exchange_detach_origin(struct client *c, bool reusable);
+/* A complete head was parsed into the thread's scratch: starts its exchange. */
+enum step exchange_start(struct client *c, size_t head_len);
+/* Makes all the progress it can on the exchange (CS_EXCHANGE). */
+enum step exchange_step(struct client *c);
+/* When the exchange's current wait times out. */
+uint64_t exchange_deadline(const struct client *c);
+/* The deadline passed: acts on it. Returns STEP_CLOSED when c was closed. */
+enum step exchange_timeout(struct client *c);
 
 /* ---- origin connections (origin_conn.c) ---- */
 
