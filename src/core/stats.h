@@ -14,7 +14,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
-#include "affinity/hll.h"
+struct hll_window;                /* affinity/hll.h */
 
 #define STAT_ADD(counter, n) \
     atomic_store_explicit(&(counter), \

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "affinity/affinity.h"
+#include "affinity/hll.h"
 #include "proxy/proxy.h"
 
 #define ACCEPT_BATCH 64
@@ -145,8 +146,10 @@ static int sync_listeners(struct worker *w, const struct snapshot *s)
 
 /* ---- snapshots ---- */
 
-static int build_pool_slots(struct worker *w, const struct snapshot *s)
+/* Points use->pool_slots at this worker's steering slot of each origin of its snapshot. */
+static int build_pool_slots(struct worker *w, struct snap_use *use)
 {
+    const struct snapshot *s = use->snap;
     const struct config *cfg = s->cfg;
     struct steer_slot ***slots = calloc(cfg->num_pools, sizeof(*slots));
     if (!slots)
@@ -176,19 +179,24 @@ static int build_pool_slots(struct worker *w, const struct snapshot *s)
         w->candidate_scratch = c;
         w->candidate_cap = largest;
     }
-    for (size_t p = 0; p < w->num_pool_slots; p++)
-        free(w->pool_slots[p]);
-    free(w->pool_slots);
-    w->pool_slots = slots;
-    w->num_pool_slots = cfg->num_pools;
+    use->pool_slots = slots;
     return 0;
+}
+
+/* Releases a snapshot use no exchange needs any more (and its snapshot reference). */
+static void snap_use_free(struct snap_use *use)
+{
+    for (size_t p = 0; use->pool_slots && p < use->snap->cfg->num_pools; p++)
+        free(use->pool_slots[p]);
+    free(use->pool_slots);
+    snapshot_release(use->snap);
+    free(use);
 }
 
 static void retire(struct worker *w, struct snap_use *use)
 {
     if (use->users == 0) {
-        snapshot_release(use->snap);
-        free(use);
+        snap_use_free(use);
         return;
     }
     use->next = w->retired;
@@ -213,18 +221,21 @@ static int sync_token_ctx(struct worker *w, const struct snapshot *s)
 static int adopt(struct worker *w, struct snapshot *s)
 {
     struct snap_use *use = calloc(1, sizeof(*use));
-    int rc = use ? build_pool_slots(w, s) : -ENOMEM;
+    if (use)
+        use->snap = s;
+    int rc = use ? build_pool_slots(w, use) : -ENOMEM;
     if (rc == 0)
         rc = sync_token_ctx(w, s);
     if (rc == 0 && !w->stopping)
         rc = sync_listeners(w, s);
     if (rc < 0) {
         log_error("worker %u: cannot adopt configuration: %s", w->id, strerror(-rc));
-        free(use);
-        snapshot_release(s);
+        if (use)
+            snap_use_free(use);
+        else
+            snapshot_release(s);
         return rc;
     }
-    use->snap = s;
     struct snap_use *old = w->cur;
     w->cur = use;
     unsigned per_worker = s->cfg->limits.max_connections / w->num_workers;
@@ -255,8 +266,7 @@ void worker_snapshot_put(struct worker *w, struct snap_use *use)
             break;
         }
     }
-    snapshot_release(use->snap);
-    free(use);
+    snap_use_free(use);
 }
 
 void worker_offer_snapshot(struct worker *w, struct snapshot *s)
@@ -388,20 +398,14 @@ void worker_free(struct worker *w)
     }
     if (w->access_log && w->access_log->fd >= 0)
         access_log_flush(w->access_log);
-    for (size_t p = 0; p < w->num_pool_slots; p++)
-        free(w->pool_slots[p]);
-    free(w->pool_slots);
     token_ctx_free(w->token_ctx); /* before the keys it is bound to go */
     while (w->retired) {
         struct snap_use *use = w->retired;
         w->retired = use->next;
-        snapshot_release(use->snap);
-        free(use);
+        snap_use_free(use);
     }
-    if (w->cur) {
-        snapshot_release(w->cur->snap);
-        free(w->cur);
-    }
+    if (w->cur)
+        snap_use_free(w->cur);
     snapshot_release(atomic_exchange(&w->mailbox, NULL));
     free(w->origins);
     if (w->stats.origins)

@@ -61,6 +61,7 @@ struct snap_use {
     struct snapshot *snap;         /* one reference held */
     unsigned users;                /* exchanges started on it and not ended */
     struct snap_use *next;         /* retired list */
+    struct steer_slot ***pool_slots;  /* per pool of snap: this worker's slot of each origin */
 };
 
 struct worker {
@@ -72,9 +73,7 @@ struct worker {
     _Atomic(struct snapshot *) mailbox;  /* newest snapshot offered, not adopted yet */
     struct listener *listeners;    /* open and closed listeners */
     struct origin_rt *origins;     /* [SNAPSHOT_MAX_ORIGINS] */
-    struct steer_slot ***pool_slots;  /* per pool of cur: slot pointers per origin */
-    size_t num_pool_slots;
-    bool *candidate_scratch;       /* sized for the largest pool */
+    bool *candidate_scratch;       /* sized for the largest pool of any adopted snapshot */
     size_t candidate_cap;
     struct buf_pool bufs;
     struct client *free_clients;   /* free list of client objects */

@@ -29,6 +29,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "affinity/hll.h"
 #include "core/addr.h"
 #include "core/log.h"
 #include "core/worker.h"
@@ -66,6 +67,20 @@ static void detach_origin(struct client *c, bool reusable)
 static const struct config *client_cfg(const struct client *c)
 {
     return c->ex.use ? c->ex.use->snap->cfg : c->worker->cur->snap->cfg;
+}
+
+/* What routing may look at for c's exchange: its snapshot (retries included)
+ * and this worker's state for it. Built per call: the scratch may move. */
+static struct route_ctx exchange_route_ctx(const struct client *c)
+{
+    struct worker *w = c->worker;
+    struct route_ctx rc = {
+        .snap = c->ex.use->snap, .lb = c->ex.lb, .client_family = c->peer_family,
+        .now_ms = w->loop.now_ms, .pool_slots = c->ex.use->pool_slots,
+        .candidates = w->candidate_scratch, .rng = &w->rng, .origin_stats = w->stats.origins,
+    };
+    memcpy(rc.client_addr, c->peer_addr, sizeof(rc.client_addr));
+    return rc;
 }
 
 /* Ends the exchange's hold on its origin connection and snapshot. */
@@ -171,11 +186,12 @@ static void record_exchange(struct worker *w, const struct client *c, int status
     if (ex->use && ex->lb >= 0) {
         struct lb_stats *ls = &w->stats.lbs[ex->use->snap->lb_ids[ex->lb]];
         STAT_ADD(ls->status[cls], 1);
-        STAT_ADD(ls->affinity[ex->reason], 1);
+        STAT_ADD(ls->affinity[ex->aff.reason], 1);
         STAT_ADD(ls->duration[stats_duration_bucket(seconds)], 1);
         STAT_ADD(ls->duration_sum_us, (uint64_t)(seconds * 1e6));
-        if (ex->pool >= 0 && ex->origin >= 0) {
-            const struct origin_shared *os = ex->use->snap->pools[ex->pool].origins[ex->origin];
+        if (ex->aff.pool >= 0 && ex->aff.origin >= 0) {
+            const struct origin_shared *os =
+                ex->use->snap->pools[ex->aff.pool].origins[ex->aff.origin];
             struct origin_stats *st = &w->stats.origins[os->id];
             STAT_ADD(st->requests, 1);
             STAT_ADD(st->status[cls], 1);
@@ -189,7 +205,7 @@ static void log_exchange(struct client *c, int status)
     struct exchange *ex = &c->ex;
     const struct config *cfg = client_cfg(c);
     long lb = ex->use ? ex->lb : c->listener->lb_index;
-    const struct cfg_pool *pool = ex->use && ex->pool >= 0 ? &cfg->pools[ex->pool] : NULL;
+    const struct cfg_pool *pool = ex->use && ex->aff.pool >= 0 ? &cfg->pools[ex->aff.pool] : NULL;
     uint64_t now_us = clock_wall_us();
     double seconds = ex->start_us ? (double)(now_us - ex->start_us) / 1e6 : 0.0;
     record_exchange(w, c, status, seconds);
@@ -203,8 +219,8 @@ static void log_exchange(struct client *c, int status)
         .duration_ms = seconds * 1000.0,
         .load_balancer = lb >= 0 ? cfg->load_balancers[lb].name : NULL,
         .pool = pool ? pool->name : NULL,
-        .origin = pool && ex->origin >= 0 ? pool->origins[ex->origin].name : NULL,
-        .affinity = ex->use ? affinity_reason_name(ex->reason) : NULL,
+        .origin = pool && ex->aff.origin >= 0 ? pool->origins[ex->aff.origin].name : NULL,
+        .affinity = ex->use ? affinity_reason_name(ex->aff.reason) : NULL,
     };
     worker_log_written(w, access_log_append(w->access_log, &e));
 }
@@ -362,22 +378,17 @@ static bool build_request_head(struct client *c)
     if (ex->upgrade)
         keep_upgrade_field(w->req.headers, w->req.num_headers, &w->sem);
     char affinity[160];
-    size_t affinity_len = affinity_header_value(c, &ex->aff, affinity, sizeof(affinity));
+    size_t affinity_len = affinity_header_value(ex->use->snap, ex->lb, &ex->aff, affinity,
+                                                sizeof(affinity));
     return forward_request_head(ex, c->in->data + ex->req_start, ex->head_len, &w->req, &w->sem,
                                 c->ip, c->ip_len, affinity, affinity_len);
 }
 
-/* Counts the session toward the origin's distinct-sessions estimate and pins
- * the connection's keyless requests to the origin of its first one. */
+/* Counts the session toward the origin's distinct-sessions estimate. */
 static void note_session(struct client *c)
 {
     struct exchange *ex = &c->ex;
-    const struct origin_shared *os = ex->use->snap->pools[ex->pool].origins[ex->origin];
-    if (!c->pin_set) {
-        c->pin_set = true;
-        c->pin_id = os->id;
-        c->pin_generation = os->generation;
-    }
+    const struct origin_shared *os = ex->use->snap->pools[ex->aff.pool].origins[ex->aff.origin];
     if (!ex->aff.session_hash)
         return;
     struct origin_stats *st = &c->worker->stats.origins[os->id];
@@ -398,7 +409,7 @@ static enum step start_exchange(struct client *c, size_t head_len)
     struct worker *w = c->worker;
     struct exchange *ex = &c->ex;
     memset(ex, 0, offsetof(struct exchange, req_iov));
-    ex->pool = ex->origin = -1;
+    ex->aff.pool = ex->aff.origin = -1;
     ex->start_us = clock_wall_us();
     ex->start_ms = w->loop.now_ms;
     ex->req_start = c->in->start;
@@ -425,7 +436,8 @@ static enum step start_exchange(struct client *c, size_t head_len)
     c->in->start = ex->req_start + ex->head_len;
     ex->req_scan = c->in->start;
     c->state = CS_EXCHANGE;
-    if (ex->lb < 0 || affinity_decide(c, &w->req, &ex->aff) < 0) {
+    struct route_ctx rc = exchange_route_ctx(c);
+    if (ex->lb < 0 || affinity_decide(&rc, w->token_ctx, &c->pin, &w->req, &ex->aff) < 0) {
         send_error(c, 503);
         return STEP_PROGRESS;
     }
@@ -504,10 +516,10 @@ static bool method_idempotent(const struct exchange *ex)
 static int reroute(struct client *c)
 {
     struct exchange *ex = &c->ex;
-    if (!ex->fresh_conn_only || ex->pool < 0) {
-        if (route_choose(c) < 0)
+    if (!ex->fresh_conn_only || ex->aff.pool < 0) {
+        struct route_ctx rc = exchange_route_ctx(c);
+        if (affinity_reroute(&rc, c->worker->token_ctx, &ex->aff) < 0)
             return -1;
-        affinity_rerouted(c, &ex->aff);
     }
     if (parse_request(c) != 0 || !build_request_head(c))
         return -1;
@@ -527,8 +539,8 @@ static enum step connect_origin(struct client *c)
         }
         ex->attempts++;
         int err = 0;
-        struct origin_conn *oc = origin_conn_acquire(w, ex->use->snap, (size_t)ex->pool,
-                                                     (size_t)ex->origin, ex->fresh_conn_only,
+        struct origin_conn *oc = origin_conn_acquire(w, ex->use->snap, (size_t)ex->aff.pool,
+                                                     (size_t)ex->aff.origin, ex->fresh_conn_only,
                                                      &err);
         ex->fresh_conn_only = false;
         if (oc) {
@@ -544,9 +556,10 @@ static enum step connect_origin(struct client *c)
             send_error(c, 503); /* limpet's own shortage, not the origin's fault */
             return STEP_PROGRESS;
         }
-        route_origin_failed(c, err);
+        struct route_ctx rc = exchange_route_ctx(c);
+        route_origin_failed(&rc, (size_t)ex->aff.pool, (size_t)ex->aff.origin, err);
         ex->connect_failed_any = true;
-        if (!affinity_failover(c, &ex->aff)) {
+        if (!affinity_failover(&rc, &ex->aff)) {
             send_error(c, 502);
             return STEP_PROGRESS;
         }
@@ -558,10 +571,11 @@ static enum step connect_origin(struct client *c)
 static enum step connect_failed(struct client *c, int err)
 {
     struct exchange *ex = &c->ex;
-    route_origin_failed(c, err);
+    struct route_ctx rc = exchange_route_ctx(c);
+    route_origin_failed(&rc, (size_t)ex->aff.pool, (size_t)ex->aff.origin, err);
     ex->connect_failed_any = true;
     detach_origin(c, false);
-    if (!affinity_failover(c, &ex->aff)) {
+    if (!affinity_failover(&rc, &ex->aff)) {
         send_error(c, 502);
         return STEP_PROGRESS;
     }
@@ -585,14 +599,16 @@ static enum step origin_failed(struct client *c)
     struct exchange *ex = &c->ex;
     bool reused = ex->oc && ex->oc->reused;
     size_t consumed = c->in ? c->in->start - ex->req_start : 0;
-    bool may_replay = !ex->resp_any_byte && ex->replayable && ex->num_tried < MAX_ATTEMPTS &&
+    bool may_replay = !ex->resp_any_byte && ex->replayable &&
+                      ex->aff.tried.n < ROUTE_MAX_ATTEMPTS &&
                       (ex->req_sent_on_conn == 0 ||
                        (method_idempotent(ex) &&
                         consumed <= client_cfg(c)->limits.retry_buffer_bytes));
-    if (may_replay && (reused || affinity_failover(c, &ex->aff))) {
+    struct route_ctx rc = exchange_route_ctx(c);
+    if (may_replay && (reused || affinity_failover(&rc, &ex->aff))) {
         rewind_request(c);
         if (!reused)
-            route_origin_failed(c, ECONNRESET);
+            route_origin_failed(&rc, (size_t)ex->aff.pool, (size_t)ex->aff.origin, ECONNRESET);
         detach_origin(c, false);
         ex->fresh_conn_only = reused; /* a stale keep-alive connection: same origin, new conn */
         return connect_origin(c);
@@ -825,7 +841,7 @@ static const char *app_cookie_prefix(const struct client *c)
     if (lb->session_affinity != AFFINITY_APP_COOKIE ||
         lb->attributes.app_cookie.mode != APP_COOKIE_PREFIX)
         return NULL;
-    return s->aff->pools[ex->pool].app_prefix[ex->origin];
+    return s->aff->pools[ex->aff.pool].app_prefix[ex->aff.origin];
 }
 
 /* Parses a response head waiting in oc->in. Returns STEP_BLOCKED when more
@@ -1061,7 +1077,8 @@ static enum step finish_exchange(struct client *c)
     struct worker *w = c->worker;
     struct exchange *ex = &c->ex;
     log_exchange(c, ex->status);
-    route_origin_succeeded(c);
+    struct route_ctx rc = exchange_route_ctx(c);
+    route_origin_succeeded(&rc, (size_t)ex->aff.pool, (size_t)ex->aff.origin, ex->status);
     release_exchange(c, ex->resp_keep_alive && ex->req_done && !ex->origin_eof);
     c->requests++;
     if (ex->close_client || !ex->req_done || w->stopping) {
