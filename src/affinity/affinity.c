@@ -70,12 +70,18 @@ static int build_pool(struct affinity_pool *ap, const struct snapshot *s, size_t
     size_t n = pool->num_origins;
     unsigned num_keys = token_keys_count(keys);
     ap->app_prefix = calloc(n * num_keys, sizeof(*ap->app_prefix));
-    if (!ap->app_prefix)
+    ap->origin_key = calloc(n, sizeof(*ap->origin_key));
+    if (!ap->app_prefix || !ap->origin_key)
         return -1;
-    for (size_t o = 0; o < n; o++)
-        for (unsigned k = 0; k < num_keys; k++) /* every key's prefix, so rotation keeps sessions */
-            encode_prefix(token_origin_key_with(keys, k, pool->name, pool->origins[o].name),
-                          ap->app_prefix[k * n + o]);
+    for (size_t o = 0; o < n; o++) {
+        /* every key's prefix, so rotation keeps sessions; key 0's origin key signs cookies */
+        for (unsigned k = 0; k < num_keys; k++) {
+            uint64_t key = token_origin_key_with(keys, k, pool->name, pool->origins[o].name);
+            encode_prefix(key, ap->app_prefix[k * n + o]);
+            if (k == 0)
+                ap->origin_key[o] = key;
+        }
+    }
     return 0;
 }
 
@@ -157,8 +163,10 @@ void affinity_tables_free(struct affinity_tables *t, const struct snapshot *s)
 {
     if (!t)
         return;
-    for (size_t p = 0; t->pools && p < s->cfg->num_pools; p++)
+    for (size_t p = 0; t->pools && p < s->cfg->num_pools; p++) {
         free(t->pools[p].app_prefix);
+        free(t->pools[p].origin_key);
+    }
     for (size_t i = 0; t->lbs && i < s->cfg->num_load_balancers; i++)
         free(t->lbs[i].cookie_attrs);
     if (t->keys_owned)
@@ -436,9 +444,7 @@ static void take_origin(struct affinity_decision *d, size_t p, size_t o)
 static void issue_cookie(const struct route_ctx *ctx, struct token_ctx *tokens,
                          struct affinity_decision *d)
 {
-    const struct snapshot *s = ctx->snap;
-    const struct cfg_pool *pool = &s->cfg->pools[d->pool];
-    uint64_t key = token_origin_key(s->aff->keys, pool->name, pool->origins[d->origin].name);
+    uint64_t key = ctx->snap->aff->pools[d->pool].origin_key[d->origin];
     const struct token *previous = d->has_token ? &d->token : NULL;
     if (token_issue(tokens, key, previous, unix_now(), d->cookie_value) == 0)
         return;

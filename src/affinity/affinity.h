@@ -49,6 +49,7 @@ struct affinity_origin_key {
 
 struct affinity_pool {
     char (*app_prefix)[APP_PREFIX_LEN + 1];  /* [key * num_origins + origin]; key 0 signs */
+    uint64_t *origin_key;         /* [origin]: cookie origin key under the signing key */
 };
 
 struct affinity_lb {
