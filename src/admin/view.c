@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "affinity/hll.h"
 #include "control/control.h"
 #include "core/loop.h"
 #include "affinity/hll.h"

@@ -15,6 +15,10 @@
  *  4. With no key: follow the origin of this connection's first request
  *     (per-connection pinning), else assign: consistent hash for ip_cookie,
  *     ip and header modes, pool steering otherwise.
+ *
+ * Everything per request reads ctx->snap only (its config, origin states,
+ * these tables and its route_hash); a retry stays on that snapshot, so the
+ * decision's indexes and pointers never outlive what they point into.
  */
 #include "affinity/affinity.h"
 
@@ -26,10 +30,8 @@
 
 #include "config/snapshot.h"
 #include "core/log.h"
-#include "core/loop.h"
-#include "proxy/thread.h"
 #include "http/cookie.h"
-#include "proxy/proxy.h"
+#include "http/h1.h"
 
 /* ---- tables (control thread) ---- */
 
@@ -66,45 +68,21 @@ static int build_pool(struct affinity_pool *ap, const struct snapshot *s, size_t
 {
     const struct cfg_pool *pool = &s->cfg->pools[p];
     size_t n = pool->num_origins;
-    const char **names = calloc(n, sizeof(*names));
-    unsigned *weights = calloc(n, sizeof(*weights));
-    bool *usable = calloc(n, sizeof(*usable));
-    bool *serving = calloc(n, sizeof(*serving));
     unsigned num_keys = token_keys_count(keys);
     ap->app_prefix = calloc(n * num_keys, sizeof(*ap->app_prefix));
-    int rc = -1;
-    if (!names || !weights || !usable || !serving || !ap->app_prefix)
-        goto out;
-    bool any_draining = false;
-    double drain_ms = config_pool_drain_duration(s->cfg, p) * 1000.0;
-    uint64_t now = clock_ms();
+    ap->origin_key = calloc(n, sizeof(*ap->origin_key));
+    if (!ap->app_prefix || !ap->origin_key)
+        return -1;
     for (size_t o = 0; o < n; o++) {
-        const struct cfg_origin *origin = &pool->origins[o];
-        const struct origin_shared *os = s->pools[p].origins[o];
-        names[o] = origin->name;
-        weights[o] = origin->weight;
-        usable[o] = snapshot_origin_usable(s, p, o);
-        /* A draining origin keeps its hashed sessions until its drain is over. */
-        uint64_t started = atomic_load(&os->drain_started_ms);
-        bool still_draining = origin->state == ORIGIN_DRAINING && started &&
-                              (double)(now - started) < drain_ms;
-        serving[o] = usable[o] || (atomic_load(&os->healthy) && still_draining);
-        any_draining |= still_draining;
-        for (unsigned k = 0; k < num_keys; k++) /* every key's prefix, so rotation keeps sessions */
-            encode_prefix(token_origin_key_with(keys, k, pool->name, origin->name),
-                          ap->app_prefix[k * n + o]);
+        /* every key's prefix, so rotation keeps sessions; key 0's origin key signs cookies */
+        for (unsigned k = 0; k < num_keys; k++) {
+            uint64_t key = token_origin_key_with(keys, k, pool->name, pool->origins[o].name);
+            encode_prefix(key, ap->app_prefix[k * n + o]);
+            if (k == 0)
+                ap->origin_key[o] = key;
+        }
     }
-    if (maglev_build(&ap->usable, names, weights, usable, n) < 0)
-        goto out;
-    if (maglev_build(&ap->serving, names, weights, any_draining ? serving : usable, n) < 0)
-        goto out;
-    rc = 0;
-out:
-    free(names);
-    free(weights);
-    free(usable);
-    free(serving);
-    return rc;
+    return 0;
 }
 
 static char *cookie_attributes(const struct cfg_load_balancer *lb, bool secure)
@@ -186,9 +164,8 @@ void affinity_tables_free(struct affinity_tables *t, const struct snapshot *s)
     if (!t)
         return;
     for (size_t p = 0; t->pools && p < s->cfg->num_pools; p++) {
-        maglev_free(&t->pools[p].usable);
-        maglev_free(&t->pools[p].serving);
         free(t->pools[p].app_prefix);
+        free(t->pools[p].origin_key);
     }
     for (size_t i = 0; t->lbs && i < s->cfg->num_load_balancers; i++)
         free(t->lbs[i].cookie_attrs);
@@ -207,48 +184,46 @@ static uint32_t unix_now(void)
     return (uint32_t)time(NULL);
 }
 
-size_t affinity_client_key(const struct client *c, uint8_t out[16])
+static const struct cfg_load_balancer *ctx_lb(const struct route_ctx *ctx)
 {
-    size_t n = c->peer_family == 6 ? 8 : 4; /* IPv6 clients hash on their /64 */
-    memcpy(out, c->peer_addr, n);
-    return n;
+    return &ctx->snap->cfg->load_balancers[ctx->lb];
 }
 
-static const struct cfg_load_balancer *exchange_lb(const struct client *c)
+static bool uses_limpet_cookie(enum session_affinity mode)
 {
-    return &c->ex->use->snap->cfg->load_balancers[c->ex->lb];
+    return mode == AFFINITY_COOKIE || mode == AFFINITY_IP_COOKIE || mode == AFFINITY_HEADER;
 }
 
 /* Usable for a session already pinned there: healthy and enabled, or
  * draining within drain_duration. Returns the reassignment reason, or
  * REASON_HIT when it may stay. */
-static enum affinity_reason pinned_verdict(const struct client *c, size_t p, size_t o)
+static enum affinity_reason pinned_verdict(const struct route_ctx *ctx, size_t p, size_t o)
 {
-    const struct snapshot *s = c->ex->use->snap;
+    const struct snapshot *s = ctx->snap;
     const struct cfg_origin *origin = &s->cfg->pools[p].origins[o];
     const struct origin_shared *os = s->pools[p].origins[o];
     if (!atomic_load_explicit(&os->healthy, memory_order_relaxed))
         return REASON_REASSIGNED_UNHEALTHY;
     /* Live traffic failed to connect to it lately (SPEC §5: unhealthy too);
      * under "temporary" failover the session waits elsewhere, cookie kept. */
-    if (atomic_load_explicit(&os->retry_after_ms, memory_order_relaxed) > c->pt->w->loop.now_ms)
-        return exchange_lb(c)->attributes.zero_downtime_failover == FAILOVER_TEMPORARY
+    if (atomic_load_explicit(&os->retry_after_ms, memory_order_relaxed) > ctx->now_ms)
+        return ctx_lb(ctx)->attributes.zero_downtime_failover == FAILOVER_TEMPORARY
                    ? REASON_FAILOVER_TEMPORARY
                    : REASON_REASSIGNED_UNHEALTHY;
     if (origin->state == ORIGIN_DISABLED)
         return REASON_REASSIGNED_DISABLED;
     if (origin->state == ORIGIN_DRAINING) {
         uint64_t started = atomic_load_explicit(&os->drain_started_ms, memory_order_relaxed);
-        double limit = exchange_lb(c)->attributes.drain_duration * 1000.0;
-        if (started == 0 || (double)(c->pt->w->loop.now_ms - started) >= limit)
+        double limit = ctx_lb(ctx)->attributes.drain_duration * 1000.0;
+        if (started == 0 || (double)(ctx->now_ms - started) >= limit)
             return REASON_REASSIGNED_DRAINED;
     }
     return REASON_HIT;
 }
 
-static bool find_origin_by_key(const struct client *c, uint64_t key, size_t *p, size_t *o)
+static bool find_origin_by_key(const struct route_ctx *ctx, uint64_t key, size_t *p, size_t *o)
 {
-    const struct affinity_tables *t = c->ex->use->snap->aff;
+    const struct affinity_tables *t = ctx->snap->aff;
     size_t lo = 0, hi = t->num_by_key;
     while (lo < hi) {
         size_t mid = (lo + hi) / 2;
@@ -257,7 +232,7 @@ static bool find_origin_by_key(const struct client *c, uint64_t key, size_t *p, 
         else
             hi = mid;
     }
-    const struct cfg_load_balancer *lb = exchange_lb(c);
+    const struct cfg_load_balancer *lb = ctx_lb(ctx);
     for (; lo < t->num_by_key && t->by_key[lo].key == key; lo++) {
         if (config_lb_uses_pool(lb, t->by_key[lo].pool)) {
             *p = t->by_key[lo].pool;
@@ -269,61 +244,53 @@ static bool find_origin_by_key(const struct client *c, uint64_t key, size_t *p, 
 }
 
 /* Chooses by consistent hash over the load balancer's pools, in the order its
- * steering policy prefers. */
-static bool hash_assign(struct client *c, uint64_t hash, bool serving)
+ * steering policy prefers: the serving table (draining origins keep their
+ * sessions) or the usable one (new sessions). Sets *p, *o and *fallback
+ * (from the fallback pool); false when no table has an origin. */
+static bool hash_assign(const struct route_ctx *ctx, uint64_t hash, bool serving, size_t *p,
+                        size_t *o, bool *fallback)
 {
-    struct exchange *ex = c->ex;
-    const struct snapshot *s = ex->use->snap;
-    const struct cfg_load_balancer *lb = exchange_lb(c);
+    const struct snapshot *s = ctx->snap;
+    const struct cfg_load_balancer *lb = ctx_lb(ctx);
     long pools[ROUTE_MAX_POOLS];
     bool fallback_last;
-    size_t num = route_pool_order(c, pools, ROUTE_MAX_POOLS, &fallback_last, &hash);
+    size_t num = route_pool_order(ctx, pools, ROUTE_MAX_POOLS, &fallback_last, &hash);
     for (size_t i = 0; i < num; i++) {
-        long p = pools[i];
-        const struct affinity_pool *ap = &s->aff->pools[p];
-        const struct maglev *m = serving ? &ap->serving : &ap->usable;
-        long o;
+        size_t pool = (size_t)pools[i];
+        const struct maglev *m = serving ? &s->hash[pool].serving : &s->hash[pool].usable;
+        long found;
         if (lb->hash_balance_factor >= 100 && !serving) {
             uint32_t load[1024];
-            size_t n = s->cfg->pools[p].num_origins;
+            size_t n = s->cfg->pools[pool].num_origins;
             uint64_t total = 0;
             for (size_t k = 0; k < n && k < 1024; k++) {
-                load[k] = c->ex->use->pool_slots[p][k]->active;
+                load[k] = ctx->pool_slots[pool][k]->active;
                 total += load[k];
             }
-            o = n <= 1024 ? maglev_lookup_bounded(m, hash, load,
-                                                  maglev_bounded_cap(total, m->n_usable,
-                                                                     lb->hash_balance_factor))
-                          : maglev_lookup(m, hash);
+            found = n <= 1024 ? maglev_lookup_bounded(m, hash, load,
+                                                      maglev_bounded_cap(total, m->n_usable,
+                                                                         lb->hash_balance_factor))
+                              : maglev_lookup(m, hash);
         } else {
-            o = maglev_lookup(m, hash);
+            found = maglev_lookup(m, hash);
         }
-        if (o >= 0) {
-            ex->pool = p;
-            ex->origin = o;
-            ex->reason = fallback_last && i == num - 1 ? REASON_FALLBACK_POOL : REASON_NEW;
+        if (found >= 0) {
+            *p = pool;
+            *o = (size_t)found;
+            *fallback = fallback_last && i == num - 1;
             return true;
         }
     }
     return false;
 }
 
-/* Records the decided origin as tried, for retries. */
-static void mark_tried(struct exchange *ex)
-{
-    if (ex->num_tried < MAX_ATTEMPTS) {
-        ex->tried[ex->num_tried].pool = (uint16_t)ex->pool;
-        ex->tried[ex->num_tried].origin = (uint16_t)ex->origin;
-        ex->num_tried++;
-    }
-}
-
 /* Looks for limpet's cookie among the request's Cookie fields. Returns true
  * with d->token filled when a value was found (valid or not in *valid). */
-static bool read_limpet_cookie(struct client *c, const struct h1_request *req,
-                               struct affinity_decision *d, bool *valid)
+static bool read_limpet_cookie(const struct route_ctx *ctx, struct token_ctx *tokens,
+                               const struct h1_request *req, struct affinity_decision *d,
+                               bool *valid)
 {
-    const struct cfg_load_balancer *lb = exchange_lb(c);
+    const struct cfg_load_balancer *lb = ctx_lb(ctx);
     const char *name = lb->attributes.cookie_name;
     size_t name_len = strlen(name);
     for (size_t i = 0; i < req->num_headers; i++) {
@@ -335,8 +302,8 @@ static bool read_limpet_cookie(struct client *c, const struct h1_request *req,
             continue;
         uint32_t ttl = (uint32_t)lb->session_affinity_ttl;
         uint32_t max_life = (uint32_t)lb->attributes.max_life;
-        *valid = token_verify(c->pt->token_ctx, val, val_len, unix_now(), ttl, max_life,
-                              &d->token) == TOKEN_VALID;
+        *valid = token_verify(tokens, val, val_len, unix_now(), ttl, max_life, &d->token) ==
+                 TOKEN_VALID;
         d->has_token = *valid;
         return true;
     }
@@ -345,10 +312,10 @@ static bool read_limpet_cookie(struct client *c, const struct h1_request *req,
 }
 
 /* Finds the value of a header-mode session: hash of the configured fields. */
-static bool header_session_hash(const struct client *c, const struct h1_request *req,
+static bool header_session_hash(const struct route_ctx *ctx, const struct h1_request *req,
                                 uint64_t *hash)
 {
-    const struct cfg_affinity_attributes *a = &exchange_lb(c)->attributes;
+    const struct cfg_affinity_attributes *a = &ctx_lb(ctx)->attributes;
     uint64_t h = 0x6c696d706574ull;
     size_t found = 0;
     for (size_t k = 0; k < a->num_headers; k++) {
@@ -366,12 +333,12 @@ static bool header_session_hash(const struct client *c, const struct h1_request 
 }
 
 /* app_cookie: finds the pinned origin named by the application's cookie. */
-static bool app_cookie_origin(struct client *c, const struct h1_request *req,
+static bool app_cookie_origin(const struct route_ctx *ctx, const struct h1_request *req,
                               struct affinity_decision *d, size_t *pp, size_t *po)
 {
-    const struct cfg_app_cookie *ac = &exchange_lb(c)->attributes.app_cookie;
-    const struct snapshot *s = c->ex->use->snap;
-    const struct cfg_load_balancer *lb = exchange_lb(c);
+    const struct snapshot *s = ctx->snap;
+    const struct cfg_load_balancer *lb = ctx_lb(ctx);
+    const struct cfg_app_cookie *ac = &lb->attributes.app_cookie;
     size_t name_len = strlen(ac->name);
     size_t sep_len = strlen(ac->separator);
     for (size_t i = 0; i < req->num_headers; i++) {
@@ -432,16 +399,17 @@ static bool app_cookie_origin(struct client *c, const struct h1_request *req,
 }
 
 /* The origin of this connection's first request, if still in the snapshot. */
-static bool connection_pin(const struct client *c, size_t *pp, size_t *po)
+static bool connection_pin(const struct route_ctx *ctx, const struct affinity_pin *pin,
+                           size_t *pp, size_t *po)
 {
-    if (!c->pin_set)
+    if (!pin->set)
         return false;
-    const struct snapshot *s = c->ex->use->snap;
+    const struct snapshot *s = ctx->snap;
     for (size_t p = 0; p < s->cfg->num_pools; p++) {
         for (size_t o = 0; o < s->cfg->pools[p].num_origins; o++) {
             const struct origin_shared *os = s->pools[p].origins[o];
-            if (os->id == c->pin_id && os->generation == c->pin_generation &&
-                config_lb_uses_pool(exchange_lb(c), p)) {
+            if (os->id == pin->id && os->generation == pin->generation &&
+                config_lb_uses_pool(ctx_lb(ctx), p)) {
                 *pp = p;
                 *po = o;
                 return true;
@@ -451,41 +419,62 @@ static bool connection_pin(const struct client *c, size_t *pp, size_t *po)
     return false;
 }
 
-void affinity_issue_cookie(struct client *c, struct affinity_decision *d)
+/* Pins a connection that has no pin yet to the decided origin. */
+static void pin_connection(const struct route_ctx *ctx, struct affinity_pin *pin,
+                           const struct affinity_decision *d)
 {
-    const struct snapshot *s = c->ex->use->snap;
-    const struct cfg_pool *pool = &s->cfg->pools[c->ex->pool];
-    uint64_t key = token_origin_key(s->aff->keys, pool->name, pool->origins[c->ex->origin].name);
+    if (pin->set)
+        return;
+    const struct origin_shared *os = ctx->snap->pools[d->pool].origins[d->origin];
+    pin->set = true;
+    pin->id = os->id;
+    pin->generation = os->generation;
+}
+
+/* Makes (p, o) the decided origin and counts it as tried. */
+static void take_origin(struct affinity_decision *d, size_t p, size_t o)
+{
+    d->pool = (long)p;
+    d->origin = (long)o;
+    route_tried_add(&d->tried, p, o);
+}
+
+/* Issues limpet's cookie for d's origin (keeping the session id and start of
+ * d->token when d->has_token). */
+static void issue_cookie(const struct route_ctx *ctx, struct token_ctx *tokens,
+                         struct affinity_decision *d)
+{
+    uint64_t key = ctx->snap->aff->pools[d->pool].origin_key[d->origin];
     const struct token *previous = d->has_token ? &d->token : NULL;
-    if (token_issue(c->pt->token_ctx, key, previous, unix_now(), d->cookie_value) == 0)
+    if (token_issue(tokens, key, previous, unix_now(), d->cookie_value) == 0)
         return;
     d->set_cookie = true;
     struct token fresh;
-    if (token_verify(c->pt->token_ctx, d->cookie_value, TOKEN_TEXT_MAX, unix_now(), 0, 0,
-                     &fresh) == TOKEN_VALID) {
+    if (token_verify(tokens, d->cookie_value, TOKEN_TEXT_MAX, unix_now(), 0, 0, &fresh) ==
+        TOKEN_VALID) {
         d->token = fresh;
         d->has_token = true;
         d->session_hash = fresh.session_id;
     }
 }
 
-static bool uses_limpet_cookie(enum session_affinity mode)
+int affinity_decide(const struct route_ctx *ctx, struct token_ctx *tokens,
+                    struct affinity_pin *pin, const struct h1_request *req,
+                    struct affinity_decision *d)
 {
-    return mode == AFFINITY_COOKIE || mode == AFFINITY_IP_COOKIE || mode == AFFINITY_HEADER;
-}
-
-int affinity_decide(struct client *c, const struct h1_request *req, struct affinity_decision *d)
-{
-    struct exchange *ex = c->ex;
-    const struct cfg_load_balancer *lb = exchange_lb(c);
-    enum session_affinity mode = lb->session_affinity;
     memset(d, 0, sizeof(*d));
-    d->previous_pool = d->previous_origin = -1;
+    d->pool = d->origin = d->previous_pool = d->previous_origin = -1;
+    if (ctx->lb < 0)
+        return -1;
+    const struct cfg_load_balancer *lb = ctx_lb(ctx);
+    enum session_affinity mode = lb->session_affinity;
+    bool fallback;
 
     if (mode == AFFINITY_NONE) {
-        if (route_choose(c) < 0)
+        if (route_choose(ctx, &d->tried, &d->pool, &d->origin, &fallback) < 0)
             return -1;
-        d->reason = ex->reason;
+        d->reason = fallback ? REASON_FALLBACK_POOL : REASON_NONE;
+        pin_connection(ctx, pin, d);
         return 0;
     }
 
@@ -498,23 +487,23 @@ int affinity_decide(struct client *c, const struct h1_request *req, struct affin
     uint64_t hash = 0;
     bool hashed = false;
 
-    if (mode == AFFINITY_HEADER && header_session_hash(c, req, &hash)) {
+    if (mode == AFFINITY_HEADER && header_session_hash(ctx, req, &hash)) {
         hashed = true;
         d->session_hash = hash;
     } else if (mode == AFFINITY_IP) {
         uint8_t key[16];
-        hash = maglev_hash(key, affinity_client_key(c, key));
+        hash = maglev_hash(key, route_client_key(ctx, key));
         hashed = true;
         d->session_hash = hash;
     } else if (mode == AFFINITY_APP_COOKIE) {
-        have_pin = app_cookie_origin(c, req, d, &p, &o);
+        have_pin = app_cookie_origin(ctx, req, d, &p, &o);
     }
     if (!hashed && uses_limpet_cookie(mode)) {
         bool valid;
         cookie_session = true;
-        if (read_limpet_cookie(c, req, d, &valid)) {
+        if (read_limpet_cookie(ctx, tokens, req, d, &valid)) {
             invalid = !valid;
-            if (valid && find_origin_by_key(c, d->token.origin_key, &p, &o)) {
+            if (valid && find_origin_by_key(ctx, d->token.origin_key, &p, &o)) {
                 have_pin = true;
                 d->session_hash = d->token.session_id;
             } else {
@@ -523,40 +512,32 @@ int affinity_decide(struct client *c, const struct h1_request *req, struct affin
             }
         }
     }
-    if (hashed) {
-        /* The serving table keeps draining origins for their own sessions. */
-        if (hash_assign(c, hash, true)) {
-            p = (size_t)ex->pool;
-            o = (size_t)ex->origin;
-            have_pin = true;
-        }
-    }
+    /* The serving table keeps draining origins for their own sessions. */
+    if (hashed && hash_assign(ctx, hash, true, &p, &o, &fallback))
+        have_pin = true;
 
     if (have_pin) {
-        enum affinity_reason verdict = pinned_verdict(c, p, o);
+        enum affinity_reason verdict = pinned_verdict(ctx, p, o);
         if (verdict == REASON_HIT) {
-            ex->pool = (long)p;
-            ex->origin = (long)o;
-            ex->reason = REASON_HIT;
+            take_origin(d, p, o);
+            d->reason = REASON_HIT;
             d->pinned = true;
-            mark_tried(ex);
             if (cookie_session && d->has_token &&
                 (d->token.key_index != 0 ||
                  token_needs_refresh(&d->token, unix_now(), (uint32_t)lb->session_affinity_ttl)))
-                affinity_issue_cookie(c, d);
-            d->reason = REASON_HIT;
+                issue_cookie(ctx, tokens, d);
+            pin_connection(ctx, pin, d);
             return 0;
         }
         d->previous_pool = (long)p;
         d->previous_origin = (long)o;
         d->reason = verdict;
-    } else if (!invalid && connection_pin(c, &p, &o) && pinned_verdict(c, p, o) == REASON_HIT) {
-        ex->pool = (long)p;
-        ex->origin = (long)o;
-        mark_tried(ex);
+    } else if (!invalid && connection_pin(ctx, pin, &p, &o) &&
+               pinned_verdict(ctx, p, o) == REASON_HIT) {
+        take_origin(d, p, o);
         d->reason = REASON_NEW;
         if (cookie_session)
-            affinity_issue_cookie(c, d);
+            issue_cookie(ctx, tokens, d);
         return 0;
     } else {
         d->reason = invalid ? REASON_INVALID_COOKIE : REASON_NEW;
@@ -564,67 +545,69 @@ int affinity_decide(struct client *c, const struct h1_request *req, struct affin
 
     /* A new assignment. */
     bool assigned = false;
+    fallback = false;
     if (hashed) {
-        assigned = hash_assign(c, hash, false);
+        assigned = hash_assign(ctx, hash, false, &p, &o, &fallback);
     } else if (mode == AFFINITY_IP_COOKIE) {
         uint8_t key[16];
-        assigned = hash_assign(c, maglev_hash(key, affinity_client_key(c, key)), false);
+        assigned = hash_assign(ctx, maglev_hash(key, route_client_key(ctx, key)), false, &p, &o,
+                               &fallback);
     }
-    if (assigned)
-        mark_tried(ex);
-    else if (route_choose(c) < 0)
+    if (assigned) {
+        take_origin(d, p, o);
+    } else if (route_choose(ctx, &d->tried, &d->pool, &d->origin, &fallback) < 0) {
+        d->reason = REASON_NONE; /* nothing decided: logged as such with the 503 */
         return -1;
-    if (ex->reason == REASON_FALLBACK_POOL && d->reason == REASON_NEW)
+    }
+    if (fallback && d->reason == REASON_NEW)
         d->reason = REASON_FALLBACK_POOL;
-    ex->reason = d->reason;
     if (cookie_session && d->reason != REASON_FAILOVER_TEMPORARY) {
         d->has_token = d->has_token && d->previous_pool >= 0; /* a moved session keeps its id */
-        affinity_issue_cookie(c, d);
+        issue_cookie(ctx, tokens, d);
     }
+    pin_connection(ctx, pin, d);
     return 0;
 }
 
-void affinity_rerouted(struct client *c, struct affinity_decision *d)
+bool affinity_failover(const struct route_ctx *ctx, struct affinity_decision *d)
 {
-    struct exchange *ex = c->ex;
-    enum session_affinity mode = exchange_lb(c)->session_affinity;
-    if (mode == AFFINITY_NONE) {
-        d->reason = ex->reason;
-        return;
-    }
-    if (d->reason == REASON_FAILOVER_STICKY ||
-        (d->reason != REASON_FAILOVER_TEMPORARY && uses_limpet_cookie(mode)))
-        affinity_issue_cookie(c, d);
-    ex->reason = d->reason;
-}
-
-bool affinity_failover(struct client *c, struct affinity_decision *d)
-{
-    struct exchange *ex = c->ex;
-    const struct cfg_load_balancer *lb = exchange_lb(c);
+    const struct cfg_load_balancer *lb = ctx_lb(ctx);
     if (!d->pinned || lb->session_affinity == AFFINITY_NONE)
         return true; /* a new assignment: any other origin will do */
     enum failover_mode mode = lb->attributes.zero_downtime_failover;
     if (mode == FAILOVER_NONE)
         return false;
-    d->previous_pool = ex->pool;
-    d->previous_origin = ex->origin;
+    d->previous_pool = d->pool;
+    d->previous_origin = d->origin;
     d->pinned = false;
     d->reason = mode == FAILOVER_STICKY ? REASON_FAILOVER_STICKY : REASON_FAILOVER_TEMPORARY;
     d->set_cookie = false;
     return true;
 }
 
-size_t affinity_header_value(const struct client *c, const struct affinity_decision *d,
-                             char *buf, size_t size)
+int affinity_reroute(const struct route_ctx *ctx, struct token_ctx *tokens,
+                     struct affinity_decision *d)
 {
-    const struct exchange *ex = c->ex;
-    if (!ex->use || ex->lb < 0 ||
-        exchange_lb(c)->session_affinity == AFFINITY_NONE)
+    bool fallback;
+    if (route_choose(ctx, &d->tried, &d->pool, &d->origin, &fallback) < 0)
+        return -1;
+    enum session_affinity mode = ctx_lb(ctx)->session_affinity;
+    if (mode == AFFINITY_NONE)
+        d->reason = fallback ? REASON_FALLBACK_POOL : REASON_NONE;
+    else if (d->reason == REASON_FAILOVER_STICKY ||
+             (d->reason != REASON_FAILOVER_TEMPORARY && uses_limpet_cookie(mode)))
+        issue_cookie(ctx, tokens, d);
+    return 0;
+}
+
+size_t affinity_header_value(const struct snapshot *s, long lb,
+                             const struct affinity_decision *d, char *buf, size_t size)
+{
+    if (!s || lb < 0 || s->cfg->load_balancers[lb].session_affinity == AFFINITY_NONE)
         return 0;
     int n;
     if (d->previous_pool >= 0) {
-        const struct cfg_pool *pool = &ex->use->snap->cfg->pools[d->previous_pool];
+        const struct cfg_pool *pool = &s->cfg->pools[d->previous_pool];
         n = snprintf(buf, size, "reassigned; previous=%s", pool->origins[d->previous_origin].name);
     } else {
         n = snprintf(buf, size, "%s", d->pinned ? "hit" : "new");

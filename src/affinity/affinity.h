@@ -4,18 +4,27 @@
  * Two halves:
  *  - affinity_tables_build() runs on the control thread when a snapshot is
  *    built: it loads the cookie keys, derives every origin's cookie key and
- *    app_cookie prefix, builds the Maglev tables of each pool (one over the
- *    usable origins for new sessions, one that also keeps draining origins
- *    for sessions already there) and the Set-Cookie attribute string of
- *    each load balancer. Everything is immutable afterwards.
+ *    app_cookie prefix, and the Set-Cookie attribute string of each load
+ *    balancer. Everything is immutable afterwards. (The pools' Maglev tables
+ *    are the snapshot's route_hash, balance/route.h.)
  *  - affinity_decide() runs per request on a worker: it finds the session's
  *    key (limpet's cookie, the client address, header values, the
  *    application's cookie), maps it to a pinned origin, checks that origin is
  *    still usable (or draining within drain_duration), and otherwise picks a
- *    new one by pool steering or consistent hash. The decision says what to
- *    tell the origin (X-Limpet-Affinity), what to change in the forwarded
- *    Cookie header and which Set-Cookie to add to the response. It
- *    allocates nothing.
+ *    new one by pool steering or consistent hash. The decision says which
+ *    origin, why, what to tell the origin (X-Limpet-Affinity), what to change
+ *    in the forwarded Cookie header and which Set-Cookie to add to the
+ *    response. affinity_failover() and affinity_reroute() move it to another
+ *    origin after a connect failure. Nothing allocates.
+ *
+ * Inputs are narrow: a route_ctx (the exchange's snapshot and load balancer,
+ * the client address, the thread's steering state), the parsed request, the
+ * thread's token context and the connection's pin. No socket, buffer or
+ * worker: a decision can be unit-tested from a config and a request head.
+ * Layering: proxy → affinity → route → balance; nothing here includes proxy/
+ * or the worker. Every index in a decision belongs to ctx->snap, which the
+ * caller keeps referenced while the decision is in use (its strip_cookie and
+ * app_cookie point into that snapshot's config).
  */
 #ifndef LIMPET_AFFINITY_AFFINITY_H
 #define LIMPET_AFFINITY_AFFINITY_H
@@ -25,24 +34,22 @@
 #include <stdint.h>
 
 #include "affinity/token.h"
-#include "balance/maglev.h"
+#include "balance/route.h"
 #include "core/stats.h"
 
 struct snapshot;
-struct client;
 struct h1_request;
 
 #define APP_PREFIX_LEN 8          /* characters of an app_cookie prefix */
 
 struct affinity_origin_key {
     uint64_t key;                 /* cookie origin key (for one signing key) */
-    uint16_t pool, origin;
+    uint16_t pool, origin;        /* the origin it names */
 };
 
 struct affinity_pool {
-    struct maglev usable;         /* new sessions: healthy, enabled, weight > 0 */
-    struct maglev serving;        /* also draining origins still within drain_duration */
     char (*app_prefix)[APP_PREFIX_LEN + 1];  /* [key * num_origins + origin]; key 0 signs */
+    uint64_t *origin_key;         /* [origin]: cookie origin key under the signing key */
 };
 
 struct affinity_lb {
@@ -51,10 +58,10 @@ struct affinity_lb {
 
 struct affinity_tables {
     struct token_keys *keys;      /* owned unless it is the process's random key */
-    bool keys_owned;
-    unsigned num_keys;
+    bool keys_owned;              /* keys are freed with the tables */
+    unsigned num_keys;            /* token_keys_count(keys) */
     struct affinity_origin_key *by_key;  /* sorted by key: every (signing key, origin) */
-    size_t num_by_key;
+    size_t num_by_key;            /* entries in by_key */
     struct affinity_pool *pools;  /* [cfg->num_pools] */
     struct affinity_lb *lbs;      /* [cfg->num_load_balancers] */
 };
@@ -65,47 +72,58 @@ struct affinity_tables *affinity_tables_build(const struct snapshot *s, char *er
                                               size_t err_size);
 void affinity_tables_free(struct affinity_tables *t, const struct snapshot *s);
 
-/* What a routing decision asks the proxy to do beside choosing the origin. */
+/* The origin a client connection's first request went to: its keyless
+ * requests follow it (SPEC §3). Zeroed with the connection. */
+struct affinity_pin {
+    bool set;                     /* the connection's first request chose an origin */
+    uint32_t id, generation;      /* that origin (origin_shared id and generation) */
+};
+
+/* A request's routing decision: the origin, why, and what the proxy must
+ * change beside choosing it. Indexes are in the snapshot it was decided on. */
 struct affinity_decision {
-    enum affinity_reason reason;
+    long pool, origin;            /* the chosen origin; -1 before a decision */
+    enum affinity_reason reason;  /* outcome, logged and counted */
+    struct route_tried tried;     /* origins tried for this request */
     bool pinned;                  /* the session already belonged to the chosen origin */
     long previous_pool, previous_origin;  /* origin the session moved from, or -1 */
     bool set_cookie;              /* send limpet's cookie (value in cookie_value) */
-    char cookie_value[TOKEN_TEXT_MAX + 1];
+    char cookie_value[TOKEN_TEXT_MAX + 1];  /* limpet's cookie value to set */
     struct token token;           /* the session's token (valid when has_token) */
-    bool has_token;
+    bool has_token;               /* token holds a verified or freshly issued token */
     const char *strip_cookie;     /* cookie name to remove from the forwarded Cookie */
-    size_t strip_cookie_len;
+    size_t strip_cookie_len;      /* its length */
     const char *app_cookie;       /* app_cookie name whose value loses its prefix */
-    size_t app_cookie_len;
+    size_t app_cookie_len;        /* its length */
     size_t app_prefix_strip;      /* bytes of prefix + separator to remove */
     uint64_t session_hash;        /* for the distinct-sessions estimate; 0: none */
 };
 
 /*
- * Decides the origin of a new exchange on client c (whose exchange has its
- * snapshot and load balancer set, and whose parsed request is req). Sets
- * ex->pool/origin and fills d. Returns 0, or -1 when no origin is usable.
+ * Decides the origin of a new request `req` on ctx (its snapshot and load
+ * balancer), with the thread's token context `tokens` (bound to the keys of
+ * ctx->snap) and the connection's pin, which it sets from the decision when
+ * the connection had none. Fills d. Returns 0, or -1 when no origin is usable
+ * or ctx has no load balancer (d then names no origin and its reason is
+ * REASON_NONE).
  */
-int affinity_decide(struct client *c, const struct h1_request *req, struct affinity_decision *d);
+int affinity_decide(const struct route_ctx *ctx, struct token_ctx *tokens,
+                    struct affinity_pin *pin, const struct h1_request *req,
+                    struct affinity_decision *d);
 
-/* After a connect failure to the decided origin: whether to try another one,
- * per zero_downtime_failover, updating d (reason, cookie). */
-bool affinity_failover(struct client *c, struct affinity_decision *d);
+/* After a connect failure to d's origin: whether to try another one, per
+ * zero_downtime_failover, updating d (reason, previous origin, cookie). */
+bool affinity_failover(const struct route_ctx *ctx, struct affinity_decision *d);
 
-/* After a retry chose another origin (ex->pool/origin): issues the cookie a
- * sticky failover or a moved cookie session needs. */
-void affinity_rerouted(struct client *c, struct affinity_decision *d);
+/* Moves d to another origin not tried yet, on the same snapshot (a retry),
+ * issuing the cookie a sticky failover or a moved cookie session needs.
+ * Returns 0, or -1 when no other origin is usable. */
+int affinity_reroute(const struct route_ctx *ctx, struct token_ctx *tokens,
+                     struct affinity_decision *d);
 
-/* Issues limpet's cookie for the exchange's origin (keeping the session id
- * and start of d->token when d->has_token). */
-void affinity_issue_cookie(struct client *c, struct affinity_decision *d);
-
-/* Formats the X-Limpet-Affinity value for d into buf; returns its length (0: none). */
-size_t affinity_header_value(const struct client *c, const struct affinity_decision *d,
-                             char *buf, size_t size);
-
-/* The client address bytes that consistent hashing uses (IPv6: its /64). */
-size_t affinity_client_key(const struct client *c, uint8_t out[16]);
+/* Formats the X-Limpet-Affinity value of d, decided on load balancer lb of s,
+ * into buf; returns its length (0: none, e.g. session_affinity "none"). */
+size_t affinity_header_value(const struct snapshot *s, long lb,
+                             const struct affinity_decision *d, char *buf, size_t size);
 
 #endif

@@ -10,6 +10,7 @@
 #include "config/snapshot.h"
 
 #include "affinity/affinity.h"
+#include "balance/route.h"
 #include "core/loop.h"
 #include "core/stats.h"
 
@@ -181,6 +182,7 @@ static void release_registry_refs(struct snapshot *s, const struct config *cfg)
 static void snapshot_free(struct snapshot *s)
 {
     affinity_tables_free(s->aff, s);
+    route_hash_free(s->hash, s);
     release_registry_refs(s, s->cfg);
     config_free(s->cfg);
     free(s);
@@ -251,10 +253,17 @@ struct snapshot *snapshot_build(struct config *cfg, char *err, size_t err_size)
     }
     pthread_mutex_unlock(&registry_lock);
     if (ok) {
+        s->hash = route_hash_build(s);
+        if (!s->hash)
+            snprintf(err, err_size, "out of memory");
+        ok = s->hash != NULL;
+    }
+    if (ok) {
         s->aff = affinity_tables_build(s, err, err_size);
         ok = s->aff != NULL;
     }
     if (!ok) {
+        route_hash_free(s->hash, s);
         release_registry_refs(s, cfg);
         free(s);
         return NULL;

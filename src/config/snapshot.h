@@ -33,6 +33,7 @@
 #include "core/stats.h"
 
 struct affinity_tables;
+struct route_hash;
 
 #define SNAPSHOT_MAX_ORIGINS STATS_MAX_ORIGINS
 
@@ -66,7 +67,8 @@ struct snapshot {
     struct snapshot_pool *pools;    /* [cfg->num_pools] */
     struct listen_socket **listeners;  /* [cfg->num_listeners] */
     uint32_t *lb_ids;               /* [cfg->num_load_balancers]: stable id per name, < STATS_MAX_LBS */
-    struct affinity_tables *aff;    /* cookie keys, Maglev tables, cookie attributes */
+    struct route_hash *hash;        /* [cfg->num_pools]: Maglev tables (balance/route.h) */
+    struct affinity_tables *aff;    /* cookie keys, origin keys, cookie attributes */
 };
 
 /* Must be called once before anything else; num_workers fixes the number of

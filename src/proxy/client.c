@@ -64,7 +64,7 @@ bool client_open_exchange(struct client *c)
     if (!ex)
         return false;
     memset(ex, 0, offsetof(struct exchange, req_iov));
-    ex->pool = ex->origin = -1;
+    ex->aff.pool = ex->aff.origin = -1;
     ex->lb = c->listener->tag;
     c->ex = ex;
     return true;
@@ -173,11 +173,11 @@ static void record_exchange(struct worker *w, const struct client *c, int status
     if (ex->use && ex->lb >= 0) {
         struct lb_stats *ls = &w->stats.lbs[ex->use->snap->lb_ids[ex->lb]];
         STAT_ADD(ls->status[cls], 1);
-        STAT_ADD(ls->affinity[ex->reason], 1);
+        STAT_ADD(ls->affinity[ex->aff.reason], 1);
         STAT_ADD(ls->duration[stats_duration_bucket(seconds)], 1);
         STAT_ADD(ls->duration_sum_us, (uint64_t)(seconds * 1e6));
-        if (ex->pool >= 0 && ex->origin >= 0) {
-            const struct origin_shared *os = ex->use->snap->pools[ex->pool].origins[ex->origin];
+        if (ex->aff.pool >= 0 && ex->aff.origin >= 0) {
+            const struct origin_shared *os = ex->use->snap->pools[ex->aff.pool].origins[ex->aff.origin];
             struct origin_stats *st = &w->stats.origins[os->id];
             STAT_ADD(st->requests, 1);
             STAT_ADD(st->status[cls], 1);
@@ -191,7 +191,7 @@ void client_log_exchange(struct client *c, int status)
     struct exchange *ex = c->ex;
     const struct config *cfg = client_cfg(c);
     long lb = ex->use ? ex->lb : c->listener->tag;
-    const struct cfg_pool *pool = ex->use && ex->pool >= 0 ? &cfg->pools[ex->pool] : NULL;
+    const struct cfg_pool *pool = ex->use && ex->aff.pool >= 0 ? &cfg->pools[ex->aff.pool] : NULL;
     uint64_t now_us = clock_wall_us();
     double seconds = ex->start_us ? (double)(now_us - ex->start_us) / 1e6 : 0.0;
     record_exchange(w, c, status, seconds);
@@ -205,8 +205,8 @@ void client_log_exchange(struct client *c, int status)
         .duration_ms = seconds * 1000.0,
         .load_balancer = lb >= 0 ? cfg->load_balancers[lb].name : NULL,
         .pool = pool ? pool->name : NULL,
-        .origin = pool && ex->origin >= 0 ? pool->origins[ex->origin].name : NULL,
-        .affinity = ex->use ? affinity_reason_name(ex->reason) : NULL,
+        .origin = pool && ex->aff.origin >= 0 ? pool->origins[ex->aff.origin].name : NULL,
+        .affinity = ex->use ? affinity_reason_name(ex->aff.reason) : NULL,
     };
     worker_log_written(w, access_log_append(w->access_log, &e));
 }

@@ -35,6 +35,21 @@
 
 static uint64_t seconds_ms(double s) { return (uint64_t)(s * 1000.0); }
 
+/* What routing may look at for c's exchange: its snapshot (retries included)
+ * and this thread's state for it. Built per call: the scratch may move. */
+static struct route_ctx exchange_route_ctx(const struct client *c)
+{
+    struct proxy_thread *pt = c->pt;
+    struct route_ctx rc = {
+        .snap = c->ex->use->snap, .lb = c->ex->lb, .client_family = c->peer_family,
+        .now_ms = pt->w->loop.now_ms, .pool_slots = c->ex->use->pool_slots,
+        .candidates = pt->candidate_scratch, .rng = &pt->w->rng,
+        .origin_stats = pt->w->stats.origins,
+    };
+    memcpy(rc.client_addr, c->peer_addr, sizeof(rc.client_addr));
+    return rc;
+}
+
 /* ---- the request head ---- */
 
 static void copy_for_log(struct exchange *ex, const struct h1_request *req)
@@ -96,22 +111,17 @@ static bool build_request_head(struct client *c)
     if (ex->upgrade)
         keep_upgrade_field(pt->req.headers, pt->req.num_headers, &pt->sem);
     char affinity[160];
-    size_t affinity_len = affinity_header_value(c, &ex->aff, affinity, sizeof(affinity));
+    size_t affinity_len = affinity_header_value(ex->use->snap, ex->lb, &ex->aff, affinity,
+                                                sizeof(affinity));
     return forward_request_head(ex, c->in->data + ex->req_start, ex->head_len, &pt->req,
                                 &pt->sem, c->ip, c->ip_len, affinity, affinity_len);
 }
 
-/* Counts the session toward the origin's distinct-sessions estimate and pins
- * the connection's keyless requests to the origin of its first one. */
+/* Counts the session toward the origin's distinct-sessions estimate. */
 static void note_session(struct client *c)
 {
     struct exchange *ex = c->ex;
-    const struct origin_shared *os = ex->use->snap->pools[ex->pool].origins[ex->origin];
-    if (!c->pin_set) {
-        c->pin_set = true;
-        c->pin_id = os->id;
-        c->pin_generation = os->generation;
-    }
+    const struct origin_shared *os = ex->use->snap->pools[ex->aff.pool].origins[ex->aff.origin];
     if (!ex->aff.session_hash)
         return;
     struct origin_stats *st = &c->pt->w->stats.origins[os->id];
@@ -157,7 +167,8 @@ enum step exchange_start(struct client *c, size_t head_len)
     ex->upgrade = wants_upgrade(&pt->req, sem);
     ex->expect_continue = sem->expect_continue && sem->body != H1_BODY_NONE;
     c->state = CS_EXCHANGE;
-    if (ex->lb < 0 || affinity_decide(c, &pt->req, &ex->aff) < 0) {
+    struct route_ctx rc = exchange_route_ctx(c);
+    if (ex->lb < 0 || affinity_decide(&rc, pt->token_ctx, &c->pin, &pt->req, &ex->aff) < 0) {
         client_send_error(c, 503);
         return STEP_PROGRESS;
     }
@@ -186,7 +197,7 @@ static bool may_replay(const struct client *c)
 {
     const struct exchange *ex = c->ex;
     size_t consumed = c->in ? c->in->start - ex->req_start : 0;
-    return !ex->resp_any_byte && ex->replayable && ex->num_tried < MAX_ATTEMPTS &&
+    return !ex->resp_any_byte && ex->replayable && ex->aff.tried.n < ROUTE_MAX_ATTEMPTS &&
            (ex->req_sent_on_conn == 0 ||
             (method_idempotent(ex) && consumed <= client_cfg(c)->limits.retry_buffer_bytes));
 }
@@ -199,16 +210,17 @@ static bool may_replay(const struct client *c)
 static enum failure_action exchange_failure_decide(struct client *c, enum origin_failure kind)
 {
     struct exchange *ex = c->ex;
+    struct route_ctx rc = exchange_route_ctx(c);
     switch (kind) {
     case FAIL_SHORTAGE:
         return ACT_ANSWER_503; /* limpet's own shortage, not the origin's fault */
     case FAIL_CONNECT:
-        return affinity_failover(c, &ex->aff) ? ACT_RETRY_ELSEWHERE : ACT_ANSWER_502;
+        return affinity_failover(&rc, &ex->aff) ? ACT_RETRY_ELSEWHERE : ACT_ANSWER_502;
     case FAIL_BROKEN:
         if (may_replay(c)) {
             if (ex->oc && ex->oc->reused)
                 return ACT_RETRY_FRESH; /* a stale keep-alive connection: not the origin's fault */
-            if (affinity_failover(c, &ex->aff))
+            if (affinity_failover(&rc, &ex->aff))
                 return ACT_RETRY_ELSEWHERE;
         }
         /* 502 while the final head has not gone out (an interim one may have) */
@@ -248,11 +260,13 @@ static enum step origin_failure(struct client *c, enum origin_failure kind, int 
 {
     struct exchange *ex = c->ex;
     enum failure_action action = exchange_failure_decide(c, kind);
+    struct route_ctx rc = exchange_route_ctx(c);
+    size_t pool = (size_t)ex->aff.pool, origin = (size_t)ex->aff.origin;
     if (kind == FAIL_CONNECT) {
-        route_origin_failed(c, err);
+        route_origin_failed(&rc, pool, origin, err);
         ex->connect_failed_any = true;
     } else if (kind == FAIL_BROKEN && action == ACT_RETRY_ELSEWHERE) {
-        route_origin_failed(c, ECONNRESET);
+        route_origin_failed(&rc, pool, origin, ECONNRESET);
     }
     switch (action) {
     case ACT_RETRY_FRESH:
@@ -279,10 +293,10 @@ static enum step origin_failure(struct client *c, enum origin_failure kind, int 
 static int reroute(struct client *c)
 {
     struct exchange *ex = c->ex;
-    if (!ex->fresh_conn_only || ex->pool < 0) {
-        if (route_choose(c) < 0)
+    if (!ex->fresh_conn_only || ex->aff.pool < 0) {
+        struct route_ctx rc = exchange_route_ctx(c);
+        if (affinity_reroute(&rc, c->pt->token_ctx, &ex->aff) < 0)
             return -1;
-        affinity_rerouted(c, &ex->aff);
     }
     if (reparse_request(c) != 0 || !build_request_head(c))
         return -1;
@@ -303,8 +317,8 @@ static enum step connect_origin(struct client *c)
     }
     ex->attempts++;
     int err = 0;
-    struct origin_conn *oc = origin_conn_acquire(pt, ex->use->snap, (size_t)ex->pool,
-                                                 (size_t)ex->origin, ex->fresh_conn_only, &err);
+    struct origin_conn *oc = origin_conn_acquire(pt, ex->use->snap, (size_t)ex->aff.pool,
+                                                 (size_t)ex->aff.origin, ex->fresh_conn_only, &err);
     ex->fresh_conn_only = false;
     if (!oc) {
         bool shortage = err == -EMFILE || err == -ENFILE || err == -ENOBUFS || err == -ENOMEM;
@@ -471,7 +485,7 @@ static const char *app_cookie_prefix(const struct client *c)
     if (lb->session_affinity != AFFINITY_APP_COOKIE ||
         lb->attributes.app_cookie.mode != APP_COOKIE_PREFIX)
         return NULL;
-    return s->aff->pools[ex->pool].app_prefix[ex->origin];
+    return s->aff->pools[ex->aff.pool].app_prefix[ex->aff.origin];
 }
 
 /* Parses a response head waiting in oc->in (RESP_WAIT_HEAD). Returns
@@ -688,7 +702,8 @@ static enum step finish_exchange(struct client *c)
     struct worker *w = c->pt->w;
     struct exchange *ex = c->ex;
     client_log_exchange(c, ex->status);
-    route_origin_succeeded(c);
+    struct route_ctx rc = exchange_route_ctx(c);
+    route_origin_succeeded(&rc, (size_t)ex->aff.pool, (size_t)ex->aff.origin, ex->status);
     bool origin_reusable = ex->resp_keep_alive && ex->req_state == REQ_DONE &&
                            !ex->resp_body.eof;
     c->requests++;

@@ -23,6 +23,7 @@
 
 #include "core/loop.h"
 #include "affinity/affinity.h"
+#include "balance/route.h"
 #include "core/addr.h"
 #include "core/stats.h"
 #include "http/h1.h"
@@ -39,7 +40,6 @@ struct snapshot;
 #define HEAD_IOV_MAX (H1_MAX_HEADERS + 12)
 #define EXTRA_HEAD_BYTES 512
 #define LOG_PATH_MAX 1024
-#define MAX_ATTEMPTS 8
 
 enum oc_state {
     OC_CONNECTING,      /* connect() in progress */
@@ -118,17 +118,14 @@ struct exchange {
     /* routing */
     struct snap_use *use;           /* the snapshot this exchange runs on, to its end */
     long lb;                        /* load balancer index in use->snap */
-    long pool, origin;              /* chosen origin, -1 before routing */
-    struct { uint16_t pool, origin; } tried[MAX_ATTEMPTS];
-    unsigned num_tried;
     unsigned attempts;              /* origin connections tried for this request */
     bool connect_failed_any;        /* some origin refused or timed out */
     bool fresh_conn_only;           /* a reused connection failed: use a new one */
     struct origin_conn *oc;
     uint64_t connect_start_ms;
     uint64_t origin_io_ms;          /* last progress on the origin side */
-    enum affinity_reason reason;    /* affinity outcome, logged and counted */
-    struct affinity_decision aff;   /* the session's routing decision and its edits */
+    struct affinity_decision aff;   /* chosen origin (aff.pool/origin, -1 before routing),
+                                     * reason, origins tried, and the session's edits */
 
     /* the response, in oc->in */
     enum resp_state resp_state;
@@ -176,7 +173,6 @@ struct client {
     struct timer timer;
     enum client_state state;
     bool readable, writable, peer_closed;
-    bool pin_set;                   /* the connection's first request chose an origin */
     uint8_t peer_family;            /* 4 or 6 */
     uint8_t ip_len;
     uint32_t head_scan;             /* bytes of a partial head already scanned for its end */
@@ -186,7 +182,7 @@ struct client {
     const char *err_data;           /* CS_SEND_ERROR: bytes left to send (in ex) */
     size_t err_left;
     uint64_t close_deadline_ms;     /* CS_SEND_ERROR, CS_LINGER: close by then */
-    uint32_t pin_id, pin_generation;   /* that origin (origin_shared id and generation) */
+    struct affinity_pin pin;        /* origin of the connection's first request */
     uint8_t peer_addr[16];          /* client address bytes (for consistent hashing) */
     char ip[INET6_ADDRSTRLEN];      /* client address as text */
 };
@@ -254,25 +250,6 @@ void origin_conn_release(struct origin_conn *oc, bool reusable);
 int origin_conn_connect_result(struct origin_conn *oc);
 /* Closes the idle connections kept in one origin slot. */
 void origin_conn_close_idle(struct proxy_thread *pt, struct origin_rt *rt);
-
-/* ---- routing (route.c) ---- */
-
-#define ROUTE_MAX_POOLS 64
-
-/* Chooses a pool and origin for the exchange among those not tried yet.
- * Returns 0, or -1 when no origin is usable. */
-int route_choose(struct client *c);
-/* The pools a new session of the exchange's load balancer may use, in the
- * order its steering_policy prefers (region pools for geo, a weighted draw
- * for random — by key_hash when given, so a hashed session keeps its pool —
- * then default_pools), the fallback pool last (*fallback_last). */
-size_t route_pool_order(struct client *c, long *pools, size_t max, bool *fallback_last,
-                        const uint64_t *key_hash);
-/* Usable for a new request: healthy, enabled, weight > 0, not in passive backoff. */
-bool route_origin_usable(const struct client *c, size_t pool, size_t origin);
-/* Passive health: record a connect failure / success for the exchange's origin. */
-void route_origin_failed(struct client *c, int err);
-void route_origin_succeeded(struct client *c);
 
 /* ---- head rewriting (forward.c) ---- */
 

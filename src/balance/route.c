@@ -1,0 +1,325 @@
+/*
+ * route — picks the pool and origin of a request (see route.h).
+ *
+ * Pools are tried in the load balancer's `default_pools` order (SPEC §2
+ * steering_policy "off": later pools are standbys), then `fallback_pool`.
+ * Within a pool the origin is chosen by its `origin_steering` among the
+ * origins that are usable: enabled, weight above 0, not tried already for
+ * this request, and not in the passive-failure backoff (an origin that
+ * refused a connection is left alone for a while, doubling up to
+ * PASSIVE_BACKOFF_MAX_MS, so a dead origin does not cost every request a
+ * failed connect). Connect failures, resets and 5xx answers are counted in
+ * origin_shared->passive_failures until a good answer; health.c reads that
+ * count to mark a monitored origin down (SPEC §5 passive checks).
+ *
+ * Everything is read from the route_ctx's snapshot, whose indexes stay valid
+ * while the exchange holds it; the only writes are the thread's own steering
+ * slots, scratch, generator and counters, and the origins' shared atomics.
+ */
+#include "balance/route.h"
+
+#include <netinet/in.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/snapshot.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "core/stats.h"
+
+#define PASSIVE_BACKOFF_MIN_MS 1000u
+#define PASSIVE_BACKOFF_MAX_MS 10000u
+
+/* ---- consistent-hash tables (control thread) ---- */
+
+static int build_pool_hash(struct route_hash *h, const struct snapshot *s, size_t p)
+{
+    const struct cfg_pool *pool = &s->cfg->pools[p];
+    size_t n = pool->num_origins;
+    const char **names = calloc(n, sizeof(*names));
+    unsigned *weights = calloc(n, sizeof(*weights));
+    bool *usable = calloc(n, sizeof(*usable));
+    bool *serving = calloc(n, sizeof(*serving));
+    int rc = -1;
+    if (!names || !weights || !usable || !serving)
+        goto out;
+    bool any_draining = false;
+    double drain_ms = config_pool_drain_duration(s->cfg, p) * 1000.0;
+    uint64_t now = clock_ms();
+    for (size_t o = 0; o < n; o++) {
+        const struct cfg_origin *origin = &pool->origins[o];
+        const struct origin_shared *os = s->pools[p].origins[o];
+        names[o] = origin->name;
+        weights[o] = origin->weight;
+        usable[o] = snapshot_origin_usable(s, p, o);
+        /* A draining origin keeps its hashed sessions until its drain is over. */
+        uint64_t started = atomic_load(&os->drain_started_ms);
+        bool still_draining = origin->state == ORIGIN_DRAINING && started &&
+                              (double)(now - started) < drain_ms;
+        serving[o] = usable[o] || (atomic_load(&os->healthy) && still_draining);
+        any_draining |= still_draining;
+    }
+    if (maglev_build(&h->usable, names, weights, usable, n) < 0)
+        goto out;
+    if (maglev_build(&h->serving, names, weights, any_draining ? serving : usable, n) < 0)
+        goto out;
+    rc = 0;
+out:
+    free(names);
+    free(weights);
+    free(usable);
+    free(serving);
+    return rc;
+}
+
+struct route_hash *route_hash_build(const struct snapshot *s)
+{
+    struct route_hash *h = calloc(s->cfg->num_pools ? s->cfg->num_pools : 1, sizeof(*h));
+    if (!h)
+        return NULL;
+    for (size_t p = 0; p < s->cfg->num_pools; p++) {
+        if (build_pool_hash(&h[p], s, p) < 0) {
+            route_hash_free(h, s);
+            return NULL;
+        }
+    }
+    return h;
+}
+
+void route_hash_free(struct route_hash *h, const struct snapshot *s)
+{
+    if (!h)
+        return;
+    for (size_t p = 0; p < s->cfg->num_pools; p++) {
+        maglev_free(&h[p].usable);
+        maglev_free(&h[p].serving);
+    }
+    free(h);
+}
+
+/* ---- per request (worker) ---- */
+
+static const struct cfg_load_balancer *ctx_lb(const struct route_ctx *ctx)
+{
+    return &ctx->snap->cfg->load_balancers[ctx->lb];
+}
+
+size_t route_client_key(const struct route_ctx *ctx, uint8_t out[16])
+{
+    size_t n = ctx->client_family == 6 ? 8 : 4; /* IPv6 clients hash on their /64 */
+    memcpy(out, ctx->client_addr, n);
+    return n;
+}
+
+static bool already_tried(const struct route_tried *tried, size_t pool, size_t origin)
+{
+    for (unsigned i = 0; i < tried->n; i++)
+        if (tried->at[i].pool == pool && tried->at[i].origin == origin)
+            return true;
+    return false;
+}
+
+bool route_tried_add(struct route_tried *tried, size_t pool, size_t origin)
+{
+    if (tried->n >= ROUTE_MAX_ATTEMPTS)
+        return false;
+    tried->at[tried->n].pool = (uint16_t)pool;
+    tried->at[tried->n].origin = (uint16_t)origin;
+    tried->n++;
+    return true;
+}
+
+bool route_origin_usable(const struct route_ctx *ctx, size_t p, size_t o)
+{
+    const struct origin_shared *os = ctx->snap->pools[p].origins[o];
+    return snapshot_origin_usable(ctx->snap, p, o) &&
+           atomic_load_explicit(&os->retry_after_ms, memory_order_relaxed) <= ctx->now_ms;
+}
+
+/* Chooses an origin in one pool; returns its index or -1. */
+static long choose_in_pool(const struct route_ctx *ctx, const struct route_tried *tried, size_t p)
+{
+    const struct snapshot *s = ctx->snap;
+    const struct cfg_pool *pool = &s->cfg->pools[p];
+    bool *candidate = ctx->candidates;
+    bool any = false;
+
+    for (size_t o = 0; o < pool->num_origins; o++) {
+        candidate[o] = route_origin_usable(ctx, p, o) && !already_tried(tried, p, o);
+        any |= candidate[o];
+    }
+    if (!any)
+        return -1;
+    if (pool->origin_steering == STEER_HASH) {
+        uint8_t key[16];
+        long o = maglev_lookup(&s->hash[p].usable, maglev_hash(key, route_client_key(ctx, key)));
+        if (o >= 0 && candidate[o])
+            return o;
+        /* the client's origin was tried already: any other will do */
+    }
+    return steer_pick(pool->origin_steering, pool->origins, ctx->pool_slots[p], candidate,
+                      pool->num_origins, ctx->rng);
+}
+
+/* Sum of the usable origins' weights of pool p (0: nothing usable). */
+static uint64_t pool_usable_weight(const struct route_ctx *ctx, size_t p)
+{
+    const struct cfg_pool *pool = &ctx->snap->cfg->pools[p];
+    uint64_t total = 0;
+    for (size_t o = 0; o < pool->num_origins; o++)
+        if (route_origin_usable(ctx, p, o))
+            total += pool->origins[o].weight;
+    return total;
+}
+
+/* Does the client address fall in the CIDR? */
+static bool cidr_contains(const struct cfg_cidr *cidr, const struct route_ctx *ctx)
+{
+    const struct sockaddr_storage *ss = &cidr->net.ss;
+    const uint8_t *net;
+    if (ss->ss_family == AF_INET && ctx->client_family == 4)
+        net = (const uint8_t *)&((const struct sockaddr_in *)ss)->sin_addr;
+    else if (ss->ss_family == AF_INET6 && ctx->client_family == 6)
+        net = (const uint8_t *)&((const struct sockaddr_in6 *)ss)->sin6_addr;
+    else
+        return false;
+    unsigned bits = cidr->prefix_len;
+    for (unsigned i = 0; bits > 0; i++, bits = bits > 8 ? bits - 8 : 0) {
+        uint8_t mask = bits >= 8 ? 0xff : (uint8_t)(0xff << (8 - bits));
+        if ((ctx->client_addr[i] & mask) != (net[i] & mask))
+            return false;
+    }
+    return true;
+}
+
+/* The region_pools entry for the client's region (longest prefix wins), or NULL. */
+static const struct cfg_region_pools *client_region_pools(const struct route_ctx *ctx,
+                                                          const struct config *cfg,
+                                                          const struct cfg_load_balancer *lb)
+{
+    const char *best = NULL;
+    int best_len = -1;
+    for (size_t r = 0; r < cfg->num_client_regions; r++) {
+        const struct cfg_region *region = &cfg->client_regions[r];
+        for (size_t k = 0; k < region->num_cidrs; k++) {
+            if ((int)region->cidrs[k].prefix_len > best_len &&
+                cidr_contains(&region->cidrs[k], ctx)) {
+                best = region->name;
+                best_len = (int)region->cidrs[k].prefix_len;
+            }
+        }
+    }
+    for (size_t i = 0; best && i < lb->num_region_pools; i++)
+        if (strcmp(lb->region_pools[i].region, best) == 0)
+            return &lb->region_pools[i];
+    return NULL;
+}
+
+/* Appends pool p to the order unless it is there already. */
+static void order_add(long *pools, size_t *n, size_t max, long p)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (pools[i] == p)
+            return;
+    if (*n < max)
+        pools[(*n)++] = p;
+}
+
+/* steering_policy "random": a default pool drawn by its usable weight, or -1.
+ * A consistent-hash session draws with its key, so it always lands in the
+ * same pool; others draw with the thread's generator. */
+static long random_pool(const struct route_ctx *ctx, const struct cfg_load_balancer *lb,
+                        const uint64_t *key_hash)
+{
+    uint64_t total = 0;
+    for (size_t i = 0; i < lb->num_default_pools; i++)
+        total += pool_usable_weight(ctx, lb->default_pools[i]);
+    if (total == 0)
+        return -1;
+    uint64_t r = (key_hash ? *key_hash : steer_random(ctx->rng)) % total;
+    for (size_t i = 0; i < lb->num_default_pools; i++) {
+        uint64_t w = pool_usable_weight(ctx, lb->default_pools[i]);
+        if (r < w)
+            return (long)lb->default_pools[i];
+        r -= w;
+    }
+    return -1;
+}
+
+size_t route_pool_order(const struct route_ctx *ctx, long *pools, size_t max,
+                        bool *fallback_last, const uint64_t *key_hash)
+{
+    const struct config *cfg = ctx->snap->cfg;
+    const struct cfg_load_balancer *lb = ctx_lb(ctx);
+    size_t n = 0;
+    if (lb->steering_policy == POLICY_GEO) {
+        const struct cfg_region_pools *rp = client_region_pools(ctx, cfg, lb);
+        for (size_t i = 0; rp && i < rp->num_pools; i++)
+            order_add(pools, &n, max, (long)rp->pools[i]);
+    } else if (lb->steering_policy == POLICY_RANDOM) {
+        long p = random_pool(ctx, lb, key_hash);
+        if (p >= 0)
+            order_add(pools, &n, max, p);
+    }
+    /* "off", and what the others fall back to: default pools in order. */
+    for (size_t i = 0; i < lb->num_default_pools; i++)
+        order_add(pools, &n, max, (long)lb->default_pools[i]);
+    size_t before = n;
+    if (lb->fallback_pool >= 0)
+        order_add(pools, &n, max, lb->fallback_pool);
+    *fallback_last = n > before;
+    return n;
+}
+
+int route_choose(const struct route_ctx *ctx, struct route_tried *tried, long *pool,
+                 long *origin, bool *fallback)
+{
+    if (tried->n >= ROUTE_MAX_ATTEMPTS || ctx->lb < 0)
+        return -1;
+    long pools[ROUTE_MAX_POOLS];
+    bool fallback_last;
+    size_t n = route_pool_order(ctx, pools, ROUTE_MAX_POOLS, &fallback_last, NULL);
+    for (size_t i = 0; i < n; i++) {
+        long o = choose_in_pool(ctx, tried, (size_t)pools[i]);
+        if (o < 0)
+            continue;
+        route_tried_add(tried, (size_t)pools[i], (size_t)o);
+        *pool = pools[i];
+        *origin = o;
+        *fallback = fallback_last && i == n - 1;
+        return 0;
+    }
+    return -1;
+}
+
+void route_origin_failed(const struct route_ctx *ctx, size_t pool, size_t origin, int err)
+{
+    struct origin_shared *os = ctx->snap->pools[pool].origins[origin];
+    unsigned failures = atomic_fetch_add(&os->passive_failures, 1);
+    STAT_ADD(ctx->origin_stats[os->id].connect_failures, 1);
+    unsigned shift = failures < 4 ? failures : 4;
+    uint64_t backoff = (uint64_t)PASSIVE_BACKOFF_MIN_MS << shift;
+    if (backoff > PASSIVE_BACKOFF_MAX_MS)
+        backoff = PASSIVE_BACKOFF_MAX_MS;
+    atomic_store(&os->retry_after_ms, ctx->now_ms + backoff);
+    if (failures == 0)
+        log_error("origin %s/%s unreachable (%s): not chosen for %llu ms, longer while it fails",
+                  os->pool, os->name, strerror(err > 0 ? err : -err),
+                  (unsigned long long)backoff);
+}
+
+void route_origin_succeeded(const struct route_ctx *ctx, size_t pool, size_t origin, int status)
+{
+    struct origin_shared *os = ctx->snap->pools[pool].origins[origin];
+    if (status >= 500) {
+        /* a passive failure too, with no backoff: health.c marks a monitored
+         * origin down when they reach its monitor's retries */
+        atomic_fetch_add_explicit(&os->passive_failures, 1, memory_order_relaxed);
+        return;
+    }
+    if (atomic_load_explicit(&os->passive_failures, memory_order_relaxed) == 0)
+        return;
+    atomic_store(&os->passive_failures, 0);
+    if (atomic_exchange(&os->retry_after_ms, 0) != 0)
+        log_error("origin %s/%s reachable again", os->pool, os->name);
+}

@@ -1,0 +1,111 @@
+/*
+ * route — picks the pool and origin of a request (SPEC §2 steering, §5
+ * passive checks), from a narrow input: a `struct route_ctx`.
+ *
+ * A route_ctx says everything a routing decision may look at: the snapshot
+ * the exchange started on and its load balancer, the client address, the
+ * loop's clock, and the calling thread's steering slots, scratch, generator
+ * and counters. The caller (the proxy, through the affinity layer) fills one
+ * in for each call; routing never sees a socket, a buffer or a worker, and
+ * never changes snapshot: a retry routes on the snapshot its exchange started
+ * with, which the exchange keeps referenced until it ends, so every pool and
+ * origin index (in `struct route_tried`, in a decision) stays valid for it.
+ *
+ * Layering: proxy → affinity → route → balance (steer, Maglev). This module
+ * includes nothing from affinity/, proxy/ or the worker; affinity calls it,
+ * never the other way round.
+ *
+ * It also owns each snapshot's consistent-hash tables (`struct route_hash`,
+ * one pair of Maglev tables per pool): built on the control thread with the
+ * snapshot, immutable afterwards, read by `origin_steering: hash` here and by
+ * the hashed affinity modes.
+ */
+#ifndef LIMPET_BALANCE_ROUTE_H
+#define LIMPET_BALANCE_ROUTE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "balance/maglev.h"
+#include "balance/steer.h"
+
+struct snapshot;
+struct origin_stats;
+
+#define ROUTE_MAX_POOLS 64        /* pools in one steering order */
+#define ROUTE_MAX_ATTEMPTS 8      /* origins tried for one request */
+
+/* What a routing decision may look at. Filled by the caller per call; read only. */
+struct route_ctx {
+    const struct snapshot *snap;  /* the snapshot the exchange started on (held for its life) */
+    long lb;                      /* load balancer index in snap; < 0: none */
+    uint8_t client_family;        /* 4 or 6 */
+    uint8_t client_addr[16];      /* client address bytes (4 used for IPv4) */
+    uint64_t now_ms;              /* the loop's monotonic clock (clock_ms) */
+    struct steer_slot ***pool_slots;  /* this thread's steering slots for snap: [pool][origin] */
+    bool *candidates;             /* scratch, at least the largest pool of snap */
+    uint64_t *rng;                /* this thread's generator (steer_random) */
+    struct origin_stats *origin_stats;  /* this thread's counters, by origin id */
+};
+
+/* The origins already tried for one request (indexes in the ctx's snapshot). */
+struct route_tried {
+    struct {
+        uint16_t pool, origin;    /* a tried origin */
+    } at[ROUTE_MAX_ATTEMPTS];     /* in the order they were chosen */
+    unsigned n;                   /* entries used */
+};
+
+/* A pool's consistent-hash tables, part of a snapshot (s->hash[pool]). */
+struct route_hash {
+    struct maglev usable;         /* new sessions: healthy, enabled, weight > 0 */
+    struct maglev serving;        /* also draining origins still within drain_duration */
+};
+
+/* Builds the tables of every pool of s (s->cfg and s->pools set), on the
+ * control thread. Returns the [cfg->num_pools] array, or NULL when out of memory. */
+struct route_hash *route_hash_build(const struct snapshot *s);
+/* Frees what route_hash_build returned (NULL is fine). */
+void route_hash_free(struct route_hash *h, const struct snapshot *s);
+
+/* The client address bytes consistent hashing uses (IPv6: its /64); returns their count. */
+size_t route_client_key(const struct route_ctx *ctx, uint8_t out[16]);
+
+/* Usable for a new request: healthy, enabled, weight > 0, not in passive backoff. */
+bool route_origin_usable(const struct route_ctx *ctx, size_t pool, size_t origin);
+
+/*
+ * The pools a new session of ctx's load balancer may use, in the order its
+ * steering_policy prefers (region pools for geo, a weighted draw for random —
+ * by key_hash when given, so a hashed session keeps its pool — then
+ * default_pools), the fallback pool last (*fallback_last). Returns how many
+ * indexes were written to pools (at most max).
+ */
+size_t route_pool_order(const struct route_ctx *ctx, long *pools, size_t max,
+                        bool *fallback_last, const uint64_t *key_hash);
+
+/*
+ * Chooses a pool and origin among the usable ones not in `tried`, by the
+ * pool order and each pool's origin_steering, and adds it to `tried`.
+ * Returns 0 with *pool, *origin set (and *fallback true when it came from the
+ * fallback pool), or -1 when nothing is left: no usable origin, ROUTE_MAX_ATTEMPTS
+ * tried already, or no load balancer.
+ */
+int route_choose(const struct route_ctx *ctx, struct route_tried *tried, long *pool,
+                 long *origin, bool *fallback);
+
+/* Adds (pool, origin) to `tried` unless it is full; returns false when full. */
+bool route_tried_add(struct route_tried *tried, size_t pool, size_t origin);
+
+/*
+ * Passive health of origin (pool, origin) of ctx's snapshot: a failed connect
+ * (err: errno, either sign) counts a failure and starts its backoff; an answer
+ * with `status` either clears the count (below 500) or counts a failure
+ * without backoff (5xx).
+ */
+void route_origin_failed(const struct route_ctx *ctx, size_t pool, size_t origin, int err);
+void route_origin_succeeded(const struct route_ctx *ctx, size_t pool, size_t origin,
+                            int status);
+
+#endif

@@ -1,0 +1,195 @@
+/*
+ * Unit tests for src/balance/route.c: choosing a pool and origin from a
+ * route_ctx (tried origins, the attempt cap, passive backoff and its
+ * counters, the fallback pool, origin_steering "hash", geo pool order).
+ * Snapshots are real, built from config text (route_env.h); nothing
+ * connects anywhere.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "route_env.h"
+
+#define LB_APP "'default_pools':['app']"
+
+static void test_choose_skips_tried(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e, env_snapshot(POOL_APP, LB_APP, ""));
+    struct route_tried tried = {0};
+    bool seen[3] = {false};
+    for (int i = 0; i < 3; i++) {
+        long p, o;
+        bool fallback = true;
+        assert_int_equal(route_choose(&e.ctx, &tried, &p, &o, &fallback), 0);
+        assert_int_equal(p, 0);
+        assert_false(fallback);
+        assert_false(seen[o]);                 /* usable, but tried already */
+        seen[o] = true;
+        assert_int_equal(tried.n, (unsigned)i + 1);
+        assert_int_equal(tried.at[i].origin, o);
+    }
+    long p = -1, o = -1;
+    bool fallback;
+    assert_int_equal(route_choose(&e.ctx, &tried, &p, &o, &fallback), -1);
+    assert_int_equal(p, -1);                   /* outputs untouched */
+    env_fini(&e);
+}
+
+static void test_attempts_capped(void **state)
+{
+    (void)state;
+    char pool[1024] = "{'name':'app','origins':[";
+    for (int i = 0; i < 12; i++)
+        snprintf(pool + strlen(pool), sizeof(pool) - strlen(pool),
+                 "%s{'name':'o%d','address':'127.0.0.1:%d'}", i ? "," : "", i, 9001 + i);
+    strcat(pool, "]}");
+    struct env e;
+    env_init(&e, env_snapshot(pool, LB_APP, ""));
+    struct route_tried tried = {0};
+    long p, o;
+    bool fallback;
+    for (int i = 0; i < ROUTE_MAX_ATTEMPTS; i++)
+        assert_int_equal(route_choose(&e.ctx, &tried, &p, &o, &fallback), 0);
+    assert_int_equal(route_choose(&e.ctx, &tried, &p, &o, &fallback), -1);
+    assert_false(route_tried_add(&tried, 0, 11));
+    assert_int_equal(tried.n, ROUTE_MAX_ATTEMPTS);
+    env_fini(&e);
+}
+
+static void test_passive_backoff(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e, env_snapshot(POOL_APP, LB_APP, ""));
+    size_t p, o;
+    struct origin_shared *os = env_origin(&e, "app", "o2", &p, &o);
+    assert_true(route_origin_usable(&e.ctx, p, o));
+
+    route_origin_failed(&e.ctx, p, o, -ECONNREFUSED);
+    assert_false(route_origin_usable(&e.ctx, p, o));
+    assert_int_equal(atomic_load(&os->passive_failures), 1);
+    assert_int_equal(atomic_load(&e.stats[os->id].connect_failures), 1);
+    for (int i = 0; i < 20; i++) {             /* never chosen meanwhile */
+        struct route_tried tried = {0};
+        long cp, co;
+        bool fallback;
+        assert_int_equal(route_choose(&e.ctx, &tried, &cp, &co, &fallback), 0);
+        assert_true((size_t)co != o);
+    }
+    e.ctx.now_ms += 1000;                      /* first backoff: 1 s */
+    assert_true(route_origin_usable(&e.ctx, p, o));
+    route_origin_failed(&e.ctx, p, o, ECONNREFUSED);
+    e.ctx.now_ms += 1999;                      /* then 2 s */
+    assert_false(route_origin_usable(&e.ctx, p, o));
+    e.ctx.now_ms += 1;
+    assert_true(route_origin_usable(&e.ctx, p, o));
+    assert_int_equal(atomic_load(&e.stats[os->id].connect_failures), 2);
+
+    route_origin_succeeded(&e.ctx, p, o, 503); /* a failure too, without backoff */
+    assert_int_equal(atomic_load(&os->passive_failures), 3);
+    route_origin_succeeded(&e.ctx, p, o, 200);
+    assert_int_equal(atomic_load(&os->passive_failures), 0);
+    assert_int_equal(atomic_load(&os->retry_after_ms), 0);
+
+    atomic_store(&os->healthy, false);         /* health counts as well */
+    assert_false(route_origin_usable(&e.ctx, p, o));
+    env_fini(&e);
+}
+
+static void test_fallback_pool_last(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e, env_snapshot(
+        POOL_APP ",{'name':'spare','origins':[{'name':'s1','address':'127.0.0.1:9011'}]}",
+        LB_APP ",'fallback_pool':'spare'", ""));
+    long pools[ROUTE_MAX_POOLS];
+    bool fallback_last = false;
+    assert_int_equal(route_pool_order(&e.ctx, pools, ROUTE_MAX_POOLS, &fallback_last, NULL), 2);
+    assert_int_equal(pools[0], 0);
+    assert_int_equal(pools[1], 1);
+    assert_true(fallback_last);
+
+    struct route_tried tried = {0};
+    long p, o;
+    bool fallback;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(route_choose(&e.ctx, &tried, &p, &o, &fallback), 0);
+        assert_false(fallback);
+    }
+    assert_int_equal(route_choose(&e.ctx, &tried, &p, &o, &fallback), 0);
+    assert_int_equal(p, 1);
+    assert_true(fallback);
+    env_fini(&e);
+}
+
+static void test_hash_steering(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e, env_snapshot(
+        "{'name':'app','origin_steering':'hash','origins':["
+        "{'name':'o1','address':'127.0.0.1:9001'},{'name':'o2','address':'127.0.0.1:9002'},"
+        "{'name':'o3','address':'127.0.0.1:9003'}]}",
+        LB_APP, ""));
+    long p, o, first;
+    bool fallback;
+    env_client_ipv6(&e, "2001:db8:5:6::1");
+    struct route_tried tried = {0};
+    assert_int_equal(route_choose(&e.ctx, &tried, &p, &first, &fallback), 0);
+    for (int i = 0; i < 10; i++) {
+        char text[64];
+        snprintf(text, sizeof(text), "2001:db8:5:6:%x::9", i);   /* same /64 */
+        env_client_ipv6(&e, text);
+        tried = (struct route_tried){0};
+        assert_int_equal(route_choose(&e.ctx, &tried, &p, &o, &fallback), 0);
+        assert_int_equal(o, first);
+    }
+    /* Its origin tried already: another one. */
+    assert_int_equal(route_choose(&e.ctx, &tried, &p, &o, &fallback), 0);
+    assert_true(o != first);
+    env_fini(&e);
+}
+
+static void test_geo_pool_order(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e, env_snapshot(
+        POOL_APP ",{'name':'eu','origins':[{'name':'e1','address':'127.0.0.1:9031'}]}",
+        "'default_pools':['app'],'steering_policy':'geo','region_pools':{'EU':['eu']}",
+        "'client_regions':{'EU':['192.0.2.0/24']},"));
+    long pools[ROUTE_MAX_POOLS];
+    bool fallback_last;
+    env_client_ipv4(&e, 192, 0, 2, 77);
+    assert_int_equal(route_pool_order(&e.ctx, pools, ROUTE_MAX_POOLS, &fallback_last, NULL), 2);
+    assert_int_equal(pools[0], 1);             /* the region's pool first */
+    assert_int_equal(pools[1], 0);
+    assert_false(fallback_last);
+    env_client_ipv4(&e, 198, 51, 100, 1);
+    assert_int_equal(route_pool_order(&e.ctx, pools, ROUTE_MAX_POOLS, &fallback_last, NULL), 1);
+    assert_int_equal(pools[0], 0);
+    env_fini(&e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_choose_skips_tried),
+        cmocka_unit_test(test_attempts_capped),
+        cmocka_unit_test(test_passive_backoff),
+        cmocka_unit_test(test_fallback_pool_last),
+        cmocka_unit_test(test_hash_steering),
+        cmocka_unit_test(test_geo_pool_order),
+    };
+    return cmocka_run_group_tests(tests, env_setup_dir, env_teardown_dir);
+}
