@@ -5,6 +5,8 @@
 #   make test       unit tests (cmocka, ASan+UBSan), end-to-end tests (pytest), then
 #                   each fuzz target briefly (make fuzz FUZZ_SECONDS=N runs them longer)
 #   make bench      throughput figures (wrk) through limpet and straight to an origin
+#   make install    programs, man pages and the systemd unit under $(DESTDIR)$(PREFIX)
+#                   (PREFIX=/usr/local by default); make uninstall removes them
 #
 # Missing Debian packages are installed by the `deps` step (apt-get, when root).
 
@@ -30,12 +32,22 @@ SAN_LIMPET    := $(BUILD)/san/limpet
 SAN_LIMPETCTL := $(BUILD)/san/limpetctl
 
 DEB_PACKAGES := gcc make clang libclang-rt-dev libjansson-dev libssl-dev libcmocka-dev \
-                python3-pytest curl wrk chromium nodejs
+                python3-pytest curl wrk chromium nodejs man-db groff-base systemd
 # The dashboard's browser test drives Debian's chromium with playwright-core (npm).
 BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
 DEPS_STAMP   := $(BUILD)/.deps-ok
 
-.PHONY: all run test unit e2e bench deps clean
+# make install: where things go. The unit's ExecStart names $(SBINDIR)/limpet.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+SBINDIR := $(PREFIX)/sbin
+BINDIR  := $(PREFIX)/bin
+MANDIR  := $(PREFIX)/share/man
+UNITDIR := $(PREFIX)/lib/systemd/system
+MAN8    := man/limpet.8 man/limpetctl.8
+MAN5    := man/limpet.json.5
+
+.PHONY: all run test unit e2e bench deps clean install uninstall
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -125,6 +137,22 @@ $(BUILD)/affinity_bench: bench/affinity_bench.c src/affinity/token.c src/affinit
 
 clean:
 	rm -rf $(BUILD)
+
+install: $(BUILD)/limpet $(BUILD)/limpetctl
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man8 \
+	           $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(UNITDIR)
+	install -m 755 $(BUILD)/limpet $(DESTDIR)$(SBINDIR)/limpet
+	install -m 755 $(BUILD)/limpetctl $(DESTDIR)$(BINDIR)/limpetctl
+	install -m 644 $(MAN8) $(DESTDIR)$(MANDIR)/man8/
+	install -m 644 $(MAN5) $(DESTDIR)$(MANDIR)/man5/
+	sed 's|@SBINDIR@|$(SBINDIR)|g' dist/limpet.service.in > $(DESTDIR)$(UNITDIR)/limpet.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/limpet.service
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/limpet $(DESTDIR)$(BINDIR)/limpetctl \
+	      $(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(MAN8))) \
+	      $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(MAN5))) \
+	      $(DESTDIR)$(UNITDIR)/limpet.service
 
 -include fuzz/fuzz.mk
 -include $(OBJS:.o=.d) $(SAN_OBJS:.o=.d) $(UNIT_BINS:=.d)

@@ -657,6 +657,49 @@ static void print_result(const struct command *cmd, const char *prefix, const js
     }
 }
 
+/*
+ * After `origin drain`: the load balancers using the pool with session
+ * affinity and drain_duration 0 keep no session on a draining origin, so
+ * the drain moves its sessions at their next request, as disable does. Says
+ * so on stderr (stdout keeps one line per result). Nothing is said when
+ * the API cannot tell.
+ */
+static void note_drain_duration(const struct options *o, const char *admin, const char *prefix,
+                                const struct command *cmd)
+{
+    struct api_result pool, lbs;
+    char path[1100], enc[512], names[512] = "";
+    size_t n = 0, count = 0, i;
+    json_t *lb, *used;
+    encode_component(cmd->pool, enc, sizeof(enc));
+    snprintf(path, sizeof(path), "/api/v1/pools/%s", enc);
+    api_call(o, admin, "GET", path, NULL, &pool);
+    api_call(o, admin, "GET", "/api/v1/load_balancers", NULL, &lbs);
+    json_array_foreach(json_object_get(lbs.body, "load_balancers"), i, lb) {
+        const char *name = jstr(lb, "name");
+        bool uses = false;
+        size_t j;
+        json_array_foreach(json_object_get(pool.body, "load_balancers"), j, used)
+            uses |= strcmp(json_string_value(used) ? json_string_value(used) : "", name) == 0;
+        const json_t *drain = json_object_get(json_object_get(lb, "session_affinity_attributes"),
+                                              "drain_duration");
+        if (!uses || strcmp(jstr(lb, "session_affinity"), "none") == 0 ||
+            !json_is_number(drain) || json_number_value(drain) != 0)
+            continue;
+        if (n < sizeof(names))
+            n += (size_t)snprintf(names + n, sizeof(names) - n, "%s%s", count ? ", " : "", name);
+        count++;
+    }
+    if (count)
+        fprintf(stderr, "limpetctl: %snote: drain_duration is 0 for load balancer%s %s, so "
+                "draining %s/%s moves its sessions at their next request, as disable does; "
+                "to let them stay: limpetctl lb set %s --drain-duration SECONDS\n", prefix,
+                count > 1 ? "s" : "", names, cmd->pool, cmd->name,
+                count > 1 ? "NAME" : names);
+    json_decref(pool.body);
+    json_decref(lbs.body);
+}
+
 static void need_args(int argc, int want, const char *what)
 {
     if (argc != want)
@@ -854,6 +897,8 @@ static int run_admin_command(const struct options *o, int argc, char **argv)
             free(text);
         } else if (ok) {
             print_result(&cmd, prefix, res.body);
+            if (cmd.kind == CMD_ORIGIN_STATE && strcmp(argv[1], "drain") == 0)
+                note_drain_duration(o, o->admins[i], prefix, &cmd);
         }
         if (!ok)
             fprintf(stderr, "limpetctl: %s%s\n", prefix, res.error);

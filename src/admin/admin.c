@@ -65,6 +65,7 @@ struct admin_conn {
     bool sent_continue;             /* 100 Continue sent for the pending request */
     bool peer_closed;               /* EOF read: answer what arrived, then close */
     bool closing;                   /* close once out is written */
+    char peer[64];                  /* the client's "IP:port" ("[v6]:port"), for the log */
 };
 
 /* Parser scratch (control thread only; heads are handled synchronously). */
@@ -326,7 +327,8 @@ static void handle_request(struct admin_conn *c, const struct h1_request *req,
                            const struct h1_semantics *sem, const char *body, size_t body_len)
 {
     struct admin *a = c->admin;
-    struct admin_request r = {.method = method_of(req), .body = body, .body_len = body_len};
+    struct admin_request r = {.method = method_of(req), .body = body, .body_len = body_len,
+                              .peer = c->peer};
     struct admin_reply reply = {0};
     if (!sem->keep_alive || req->minor_version == 0)
         c->closing = true;
@@ -479,6 +481,17 @@ static void idle_cb(struct loop *loop, struct timer *t)
     conn_close(container_of(t, struct admin_conn, idle));
 }
 
+/* "127.0.0.1:51234" or "[::1]:51234": who made a change, in the log. */
+static void format_peer(const struct sockaddr_storage *ss, char *out, size_t size)
+{
+    char ip[INET6_ADDRSTRLEN];
+    sockaddr_ip_string((const struct sockaddr *)ss, ip, sizeof(ip));
+    unsigned port = ss->ss_family == AF_INET6
+                        ? ntohs(((const struct sockaddr_in6 *)ss)->sin6_port)
+                        : ntohs(((const struct sockaddr_in *)ss)->sin_port);
+    snprintf(out, size, ss->ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, port);
+}
+
 static void accept_resume_cb(struct loop *loop, struct timer *t)
 {
     struct admin *a = container_of(t, struct admin, accept_resume);
@@ -490,7 +503,10 @@ static void accept_cb(struct loop *loop, struct io_watch *w, uint32_t events)
     (void)events;
     struct admin *a = container_of(w, struct admin, listener);
     for (;;) {
-        int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        struct sockaddr_storage peer;
+        socklen_t peer_len = sizeof(peer);
+        int fd = accept4(w->fd, (struct sockaddr *)&peer, &peer_len,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                 /* The listener stays readable: stop watching it for a
@@ -508,6 +524,7 @@ static void accept_cb(struct loop *loop, struct io_watch *w, uint32_t events)
             continue;
         }
         c->admin = a;
+        format_peer(&peer, c->peer, sizeof(c->peer));
         timer_init(&c->idle, idle_cb);
         if (loop_watch(loop, &c->io, fd, EPOLLIN, conn_cb) < 0) {
             close(fd);

@@ -9,7 +9,8 @@
  * control_apply_config(), so origin identities, drain start times, health
  * and listening sockets carry over exactly as on a reload, and requests in
  * flight finish on the snapshot they started with. The change is then
- * recorded in the state (and its file).
+ * recorded in the state (and its file), and logged on stderr with the
+ * address of the client that asked and what changed, old -> new.
  *
  * Errors are {"error": {"code", "message"}}: 400 bad input (bad JSON, a key
  * that may not be changed, a value the configuration refuses — the message
@@ -277,6 +278,86 @@ out:
     return ok;
 }
 
+/* ---- the log of changes ---- */
+
+/* Logs a change made through the API with who asked:
+ * "admin 127.0.0.1:51234: pool app origin s1: state enabled -> draining". */
+__attribute__((format(printf, 2, 3)))
+static void log_change(const struct admin_request *req, const char *fmt, ...)
+{
+    char what[1800];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(what, sizeof(what), fmt, ap);
+    va_end(ap);
+    log_error("admin %s: %s", req->peer ? req->peer : "(unknown client)", what);
+}
+
+/* A setting as text: strings bare, other values as compact JSON. */
+static void setting_text(const json_t *v, char *out, size_t size)
+{
+    if (!v) {
+        snprintf(out, size, "(unset)");
+    } else if (json_is_string(v)) {
+        snprintf(out, size, "%s", json_string_value(v));
+    } else {
+        char *dump = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        snprintf(out, size, "%s", dump ? dump : "?");
+        free(dump);
+    }
+}
+
+/* Appends "path old -> new" to out[*n..size) for every value that differs
+ * between before and after; objects are compared key by key. */
+static void diff_settings(const char *path, const json_t *before, const json_t *after,
+                          char *out, size_t size, size_t *n)
+{
+    if (json_is_object(before) && json_is_object(after)) {
+        const char *key;
+        json_t *v;
+        char sub[256];
+        json_object_foreach((json_t *)after, key, v) {
+            snprintf(sub, sizeof(sub), "%s.%s", path, key);
+            diff_settings(sub, json_object_get(before, key), v, out, size, n);
+        }
+        json_object_foreach((json_t *)before, key, v) {
+            snprintf(sub, sizeof(sub), "%s.%s", path, key);
+            if (!json_object_get(after, key))
+                diff_settings(sub, v, NULL, out, size, n);
+        }
+        return;
+    }
+    if ((!before && !after) || (before && after && json_equal(before, after)) || *n >= size)
+        return;
+    char old[256], new[256];
+    setting_text(before, old, sizeof(old));
+    setting_text(after, new, sizeof(new));
+    *n += (size_t)snprintf(out + *n, size - *n, "%s%s %s -> %s", *n ? ", " : "", path, old, new);
+}
+
+/* "key old -> new, ..." over keys of before/after into out; false (and
+ * "no change") when they are equal. */
+static bool describe_change(const json_t *before, const json_t *after,
+                            const char *const keys[], char *out, size_t size)
+{
+    size_t n = 0;
+    out[0] = '\0';
+    for (size_t i = 0; keys[i]; i++)
+        diff_settings(keys[i], json_object_get(before, keys[i]), json_object_get(after, keys[i]),
+                      out, size, &n);
+    if (n == 0)
+        snprintf(out, size, "no change");
+    return n > 0;
+}
+
+/* The settings of an origin that PATCH may change, as JSON. */
+static json_t *origin_settings(const struct snapshot *s, size_t p, size_t o)
+{
+    const struct cfg_origin *co = &s->cfg->pools[p].origins[o];
+    return json_pack("{s:s, s:I}", "state", view_origin_state_name(co->state),
+                     "weight", (json_int_t)co->weight);
+}
+
 /* ---- handlers ---- */
 
 static void get_status(struct admin *admin, struct admin_reply *reply)
@@ -327,11 +408,20 @@ static void load_balancers(struct admin *admin, const struct admin_request *req,
             json_decref(body);
             return;
         }
+        json_t *before = view_load_balancer(admin->ctl, s, (size_t)lb);
         if (!apply_change(admin, json_pack("{s:s, s:s, s:o}", "op", "patch_load_balancer",
-                                           "load_balancer", name, "set", body), reply))
+                                           "load_balancer", name, "set", body), reply)) {
+            json_decref(before);
             return;
+        }
         s = snapshot_current();
         lb = view_find_load_balancer(s, name);
+        json_t *after = view_load_balancer(admin->ctl, s, (size_t)lb);
+        char what[1536];
+        describe_change(before, after, LB_KEYS, what, sizeof(what));
+        log_change(req, "load balancer %s: %s", name, what);
+        json_decref(before);
+        json_decref(after);
     }
     reply_json(reply, 200, view_load_balancer(admin->ctl, s, (size_t)lb));
 }
@@ -402,9 +492,16 @@ static void origins(struct admin *admin, const struct admin_request *req,
         }
         char *keep = strdup(new_name);
         if (keep && apply_change(admin, json_pack("{s:s, s:s, s:o}", "op", "add_origin",
-                                                  "pool", pool, "origin", body), reply))
+                                                  "pool", pool, "origin", body), reply)) {
+            size_t np, no;
+            const struct snapshot *now = snapshot_current();
+            if (snapshot_find_origin(now, pool, keep, &np, &no)) {
+                const struct cfg_origin *co = &now->cfg->pools[np].origins[no];
+                log_change(req, "pool %s: origin %s added (%s, weight %u, %s)", pool, keep,
+                           co->address, co->weight, view_origin_state_name(co->state));
+            }
             reply_origin(admin, reply, 201, pool, keep);
-        else if (!keep)
+        } else if (!keep)
             reply_error(reply, 500, "internal", "out of memory");
         free(keep);
         return;
@@ -424,14 +521,32 @@ static void origins(struct admin *admin, const struct admin_request *req,
             json_decref(body);
             return;
         }
+        json_t *before = origin_settings(s, pi, oi);
         if (!apply_change(admin, json_pack("{s:s, s:s, s:s, s:o}", "op", "patch_origin",
-                                           "pool", pool, "origin", name, "set", body), reply))
+                                           "pool", pool, "origin", name, "set", body), reply)) {
+            json_decref(before);
             return;
+        }
+        s = snapshot_current();
+        if (snapshot_find_origin(s, pool, name, &pi, &oi)) {
+            json_t *after = origin_settings(s, pi, oi);
+            char what[512];
+            if (describe_change(before, after, ORIGIN_PATCH_KEYS, what, sizeof(what)))
+                log_change(req, "pool %s origin %s: %s", pool, name, what);
+            else
+                log_change(req, "pool %s origin %s: no change (state %s, weight %u)", pool, name,
+                           view_origin_state_name(s->cfg->pools[pi].origins[oi].state),
+                           s->cfg->pools[pi].origins[oi].weight);
+            json_decref(after);
+        }
+        json_decref(before);
     } else if (req->method == METHOD_DELETE) {
         if (apply_change(admin, json_pack("{s:s, s:s, s:s}", "op", "remove_origin",
-                                          "pool", pool, "origin", name), reply))
+                                          "pool", pool, "origin", name), reply)) {
+            log_change(req, "pool %s: origin %s removed", pool, name);
             reply_json(reply, 200, json_pack("{s:{s:s, s:s}}", "removed", "pool", pool,
                                              "origin", name));
+        }
         return;
     }
     reply_origin(admin, reply, 200, pool, name);
@@ -469,11 +584,11 @@ static void reload(struct admin *admin, const struct admin_request *req,
         return;
     }
     if (control_reload(admin->ctl, err, sizeof(err)) < 0) {
-        log_error("admin: reload failed, running configuration kept: %s", err);
+        log_change(req, "reload failed, running configuration kept: %s", err);
         reply_error(reply, 400, "reload_failed", "running configuration kept: %s", err);
         return;
     }
-    log_error("admin: configuration reloaded from %s", admin->ctl->config_path);
+    log_change(req, "configuration reloaded from %s", admin->ctl->config_path);
     reply_json(reply, 200, json_pack("{s:b, s:s, s:I}", "reloaded", 1,
                                      "config", admin->ctl->config_path,
                                      "generation", (json_int_t)snapshot_current()->generation));
@@ -495,6 +610,7 @@ static void state(struct admin *admin, const struct admin_request *req,
             reply_error(reply, 500, "state_not_saved", "%s", err);
             return;
         }
+        log_change(req, "state: forgot %zu recorded run-time change%s", n, n == 1 ? "" : "s");
         reply_json(reply, 200, json_pack("{s:I, s:o}", "forgotten", (json_int_t)n,
                                          "state_file", file));
         return;

@@ -53,6 +53,7 @@ struct admin_request {
     char *query;                    /* raw query string after '?' ("" when none) */
     const char *body;               /* request body (not NUL-terminated) */
     size_t body_len;
+    const char *peer;               /* the client's "IP:port", for the log of changes */
 };
 
 struct admin_reply {

@@ -5,7 +5,10 @@
  * two polls of the API's counters. Origin buttons PATCH
  * /api/v1/pools/{pool}/origins/{origin} with {"state": ...}. When the API
  * answers 401 the page asks for the admin token, keeps it in sessionStorage
- * (this tab only) and sends it as "Authorization: Bearer". The DOM is built
+ * (this tab only) and sends it as "Authorization: Bearer". A load balancer
+ * with session affinity and drain_duration 0 keeps no session on a draining
+ * origin: the page says so wherever a drain is shown or offered, since
+ * "drain" then acts like "disable". The DOM is built
  * with textContent only: nothing from the API is ever parsed as HTML.
  */
 "use strict";
@@ -111,6 +114,21 @@ function spark(values) {
 
 /* ---- rendering ---- */
 
+/* Names of the load balancers using pool p whose drain_duration is 0 while
+ * they keep sessions: for them a drain moves sessions at once, like disable. */
+function zeroDrainLbs(p, lbsByName) {
+  return p.load_balancers.filter((name) => {
+    const lb = lbsByName.get(name);
+    return lb && lb.session_affinity !== "none" &&
+      lb.session_affinity_attributes.drain_duration === 0;
+  });
+}
+
+function zeroDrainNote(names) {
+  return "drain_duration is 0 for " + names.join(", ") +
+    ": a drain moves sessions at their next request, as disable does";
+}
+
 function rate(now, prev, dt) {
   if (prev === undefined || dt <= 0) return null;
   return Math.max(0, (now - prev) / dt);
@@ -132,7 +150,7 @@ function renderHeader(status) {
       " (" + status.reload_failures + " failed)" : "") })));
 }
 
-function renderAlerts(pools, lbRates) {
+function renderAlerts(pools, lbRates, lbsByName) {
   const alerts = [];
   let origins = 0, up = 0;
   for (const p of pools) {
@@ -145,11 +163,14 @@ function renderAlerts(pools, lbRates) {
       if (!o.healthy)
         alerts.push(["bad", "Origin " + p.name + "/" + o.name + " (" + o.address + ") is down" +
                      (o.health && o.health.last_failure ? ": " + o.health.last_failure : "") + "."]);
-      if (o.state === "draining")
+      if (o.state === "draining") {
+        const zero = zeroDrainLbs(p, lbsByName);
         alerts.push(["warn", "Origin " + p.name + "/" + o.name + " is draining" +
                      (o.draining_for !== null ? " for " + fmtDuration(o.draining_for) : "") +
                      "; about " + o.sessions + " sessions seen in the last window, " +
-                     o.active_connections + " requests in flight."]);
+                     o.active_connections + " requests in flight." +
+                     (zero.length ? " Note: " + zeroDrainNote(zero) + "." : "")]);
+      }
     }
   }
   for (const [name, r] of lbRates)
@@ -167,7 +188,7 @@ function renderAlerts(pools, lbRates) {
 function lbCard(lb, r) {
   const a = lb.session_affinity_attributes;
   const kv = el("dl", { class: "kv" });
-  const add = (k, v) => kv.append(el("dt", { text: k }), el("dd", { text: v }));
+  const add = (k, v, attrs) => kv.append(el("dt", { text: k }), el("dd", { text: v, ...attrs }));
   add("listen", lb.listen.join(", ") || "–");
   add("pools", lb.default_pools.join(" → ") + (lb.fallback_pool ? "  ⇢ fallback " + lb.fallback_pool : ""));
   if (lb.session_affinity !== "none") {
@@ -179,7 +200,12 @@ function lbCard(lb, r) {
     if (lb.session_affinity === "header") add("headers", a.headers.join(", "));
     if (a.app_cookie) add("app cookie", a.app_cookie.name + " (" + a.app_cookie.mode + ")");
     add("failover", a.zero_downtime_failover);
-    add("drain", a.drain_duration ? fmtDuration(a.drain_duration) : "immediate");
+    if (a.drain_duration)
+      add("drain", fmtDuration(a.drain_duration), { "data-key": "drain" });
+    else
+      add("drain", "0 s: drain acts like disable", {
+        "data-key": "drain", class: "note",
+        title: "drain_duration is 0: sessions on a draining origin move at their next request" });
   }
   const rates = el("div", { class: "rates" },
     el("div", { class: "rate" }, el("b", { text: fmtRate(r.req) }), el("span", { text: "req/s" })),
@@ -192,7 +218,7 @@ function lbCard(lb, r) {
     kv, rates);
 }
 
-async function setState(pool, origin, state, button) {
+async function setState(pool, origin, state, button, note) {
   if (state === "disabled" &&
       !window.confirm("Disable " + pool + "/" + origin + "? Its sessions move to other origins now."))
     return;
@@ -200,7 +226,7 @@ async function setState(pool, origin, state, button) {
   try {
     await api("PATCH", "/api/v1/pools/" + encodeURIComponent(pool) + "/origins/" +
               encodeURIComponent(origin), { state });
-    toast(pool + "/" + origin + ": " + state);
+    toast(pool + "/" + origin + ": " + state + (state === "draining" && note ? " (" + note + ")" : ""));
   } catch (e) {
     handleError(e);
     toast(pool + "/" + origin + ": " + e.message, true);
@@ -208,7 +234,7 @@ async function setState(pool, origin, state, button) {
   refresh();
 }
 
-function originRow(pool, o, r) {
+function originRow(pool, o, r, drainNote) {
   const key = pool.name + "/" + o.name;
   const stateText = o.state + (o.state === "draining" && o.draining_for !== null ?
     " " + fmtDuration(o.draining_for) : "");
@@ -219,8 +245,8 @@ function originRow(pool, o, r) {
   const button = (action, state, label, cls) => el("button", {
     type: "button", class: cls, "data-action": action, "data-pool": pool.name,
     "data-origin": o.name, disabled: o.state === state,
-    title: label + " " + key,
-    onclick: (ev) => setState(pool.name, o.name, state, ev.currentTarget),
+    title: label + " " + key + (action === "drain" && drainNote ? ": " + drainNote : ""),
+    onclick: (ev) => setState(pool.name, o.name, state, ev.currentTarget, drainNote),
   }, action);
   return el("tr", { class: !o.healthy ? "down" : o.state === "draining" ? "draining" : "",
                     "data-origin-row": o.name, "data-pool": pool.name },
@@ -242,8 +268,10 @@ function originRow(pool, o, r) {
        button("disable", "disabled", "Disable", "danger"))));
 }
 
-function poolPanel(pool, originRates) {
+function poolPanel(pool, originRates, lbsByName) {
   const s = pool.summary;
+  const zero = zeroDrainLbs(pool, lbsByName);
+  const drainNote = zero.length ? zeroDrainNote(zero) : "";
   const head = el("div", { class: "pool-head" },
     el("h3", { text: pool.name }),
     el("span", { class: "badge " + (s.usable === 0 ? "b-down" : s.usable < s.origins ? "b-draining" : "b-up"),
@@ -259,7 +287,7 @@ function poolPanel(pool, originRates) {
       el("th", { class: "num", text: "5xx/s" }), el("th", { class: "num", text: "sessions" }),
       el("th", { class: "num", text: "requests" }), el("th", { text: "" }))),
     el("tbody", {}, ...pool.origins.map((o) =>
-      originRow(pool, o, originRates.get(pool.name + "/" + o.name) || {}))));
+      originRow(pool, o, originRates.get(pool.name + "/" + o.name) || {}, drainNote))));
   return el("div", { class: "pool", "data-pool": pool.name }, head, table);
 }
 
@@ -298,9 +326,10 @@ function render(status, lbs, pools) {
   }
   previous = now;
   renderHeader(status);
-  renderAlerts(pools, lbRates);
+  const lbsByName = new Map(lbs.map((lb) => [lb.name, lb]));
+  renderAlerts(pools, lbRates, lbsByName);
   $("lbs").replaceChildren(...lbs.map((lb) => lbCard(lb, lbRates.get(lb.name))));
-  $("pools").replaceChildren(...pools.map((p) => poolPanel(p, originRates)));
+  $("pools").replaceChildren(...pools.map((p) => poolPanel(p, originRates, lbsByName)));
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }
 

@@ -19,6 +19,8 @@
 #include "config/snapshot.h"
 #include "core/log.h"
 #include "control/drain.h"
+#include "control/listeners.h"
+#include "control/notify.h"
 #include "core/worker.h"
 #include "proxy/thread.h"
 #include "health/health.h"
@@ -129,12 +131,19 @@ static void signal_cb(struct loop *loop, struct io_watch *w, uint32_t events)
     while (read(w->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
         if (si.ssi_signo == SIGHUP) {
             char err[2048];
-            if (control_reload(ctl, err, sizeof(err)) == 0)
+            notify_reloading();
+            if (access_log_reopen(ctl->access_log_path, ctl->access_log_fd) > 0)
+                log_error("SIGHUP: access log %s reopened", ctl->access_log_path);
+            bool ok = control_reload(ctl, err, sizeof(err)) == 0;
+            if (ok)
                 log_error("SIGHUP: configuration reloaded from %s", ctl->config_path);
             else
                 log_error("SIGHUP: reload failed, running configuration kept: %s", err);
+            notify_ready(ok ? "running: configuration reloaded"
+                            : "running: reload failed, running configuration kept");
             continue;
         }
+        notify_stopping();
         log_error("%s: stopping, finishing requests in flight (up to %gs)",
                   si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT",
                   snapshot_current()->cfg->timeouts.grace);
@@ -177,6 +186,7 @@ static void stop_workers(struct control *ctl)
     for (unsigned i = 0; ctl->workers && i < ctl->num_workers; i++)
         if (ctl->workers[i])
             worker_stop(ctl->workers[i]);
+    listeners_refuse(snapshot_current()); /* new clients are refused, not left hanging */
     for (unsigned i = 0; ctl->workers && i < ctl->num_workers; i++)
         if (ctl->workers[i])
             worker_join_and_free(ctl->workers[i]);
@@ -198,7 +208,8 @@ int control_run(struct config *cfg, const char *config_path, const sigset_t *sig
         return 1;
     }
     ctl.started_ms = clock_ms();
-    if (access_log_open(cfg->access_log, &ctl.access_log_fd) < 0) {
+    ctl.access_log_path = strdup(cfg->access_log); /* what SIGHUP reopens */
+    if (!ctl.access_log_path || access_log_open(cfg->access_log, &ctl.access_log_fd) < 0) {
         config_free(cfg);
         goto out;
     }
@@ -238,6 +249,7 @@ int control_run(struct config *cfg, const char *config_path, const sigset_t *sig
                   s->cfg->listeners[i].address,
                   s->cfg->load_balancers[s->cfg->listeners[i].load_balancer].name,
                   ctl.num_workers);
+    notify_ready("running");
     loop_run(&ctl.loop);
     status = 0;
 
@@ -251,5 +263,6 @@ out:
     loop_fini(&ctl.loop);
     if (ctl.access_log_fd > STDERR_FILENO)
         close(ctl.access_log_fd);
+    free(ctl.access_log_path);
     return status;
 }

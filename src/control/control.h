@@ -31,6 +31,7 @@ struct control {
     struct worker **workers;
     unsigned num_workers;
     int access_log_fd;
+    char *access_log_path;         /* log.access at start: the file SIGHUP reopens */
     uint64_t reloads;              /* successful reloads */
     uint64_t reload_failures;
     uint64_t started_ms;           /* monotonic start time, for uptime */

@@ -66,6 +66,26 @@ int access_log_open(const char *target, int *fd)
     return 0;
 }
 
+int access_log_reopen(const char *target, int fd)
+{
+    if (fd < 0 || !target || strcmp(target, "off") == 0 || strcmp(target, "stdout") == 0)
+        return 0;
+    int fresh = open(target, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fresh < 0) {
+        int err = errno;
+        log_error("log.access: cannot reopen %s: %s; still writing to the file opened before",
+                  target, strerror(err));
+        return -err;
+    }
+    /* dup3 replaces what fd refers to in one step: a worker's write goes
+     * wholly to the old file or wholly to the new one. */
+    int rc = dup3(fresh, fd, O_CLOEXEC) < 0 ? -errno : 1;
+    if (rc < 0)
+        log_error("log.access: cannot reopen %s: %s", target, strerror(-rc));
+    close(fresh);
+    return rc;
+}
+
 void json_escape_append(char *out, size_t cap, size_t *pos, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";

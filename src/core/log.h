@@ -22,6 +22,13 @@ void log_error(const char *fmt, ...);
  * (-1 for "off"). Returns 0, or -errno after logging why. Shared by workers. */
 int access_log_open(const char *target, int *fd);
 
+/* Reopens the access-log file `target` (the one access_log_open() opened on
+ * fd) and puts it in place of fd atomically, so every worker keeps writing
+ * to the same descriptor number and a renamed file (logrotate) stops
+ * growing. Nothing to do for "stdout" and "off". Returns 1 when reopened,
+ * 0 when there was nothing to do, -errno after logging why (fd unchanged). */
+int access_log_reopen(const char *target, int fd);
+
 #define ACCESS_LOG_BUF 65536
 
 struct access_log {

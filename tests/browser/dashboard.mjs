@@ -6,7 +6,9 @@
 // Loads URL (the admin address), waits for the origin table, clicks "drain"
 // on ORIGIN, waits until the page shows it draining, saves a full-page
 // screenshot, and prints one JSON line: the origins the page showed before
-// and after, with their state and health badges. Exits 1 (with the reason
+// and after, with their state and health badges, and what the page said
+// about the drain (the alert lines, each load balancer's drain setting, the
+// drain button's title and the toast). Exits 1 (with the reason
 // on stderr) when a step fails or the page logged an error.
 import { chromium } from "playwright-core";
 
@@ -43,14 +45,23 @@ try {
   await page.goto(url, { waitUntil: "load" });
   await page.waitForSelector("tr[data-origin-row]", { timeout: 10000 });
   const before = await rows(page);
+  const drainTitle = await page.getAttribute(
+    `button[data-action="drain"][data-origin="${origin}"]`, "title");
   await page.click(`button[data-action="drain"][data-origin="${origin}"]`);
   await page.waitForFunction((o) => {
     const tr = document.querySelector(`tr[data-origin-row="${o}"]`);
     return tr && tr.querySelector(".state").textContent.startsWith("draining");
   }, origin, { timeout: 10000 });
   const after = await rows(page);
+  const alerts = await page.$$eval(".alert", (as) => as.map((a) => a.textContent));
+  const lbDrain = await page.$$eval(".card[data-lb]", (cards) => cards.map((c) => ({
+    lb: c.getAttribute("data-lb"),
+    drain: (c.querySelector('dd[data-key="drain"]') || {}).textContent || null,
+  })));
+  const toast = await page.textContent("#toast");
   await page.screenshot({ path: screenshot, fullPage: true });
-  console.log(JSON.stringify({ before, after, title: await page.title(), problems }));
+  console.log(JSON.stringify({ before, after, alerts, lbDrain, drainTitle, toast,
+                               title: await page.title(), problems }));
   if (problems.length) {
     console.error(problems.join("\n"));
     status = 1;

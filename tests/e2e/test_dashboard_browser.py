@@ -52,6 +52,13 @@ def test_dashboard_drain_in_chromium(limpet, origin, tmp_path):
     after = {r["origin"]: r["state"] for r in result["after"]}
     assert after["o2"].startswith("draining") and after["o1"] == after["o3"] == "enabled"
     assert result["problems"] == []
+    # drain_duration is 0 (the default): the page says a drain acts like disable
+    note = "drain_duration is 0 for www: a drain moves sessions at their next request"
+    assert result["lbDrain"] == [{"lb": "www", "drain": "0 s: drain acts like disable"}]
+    assert note in result["drainTitle"]
+    assert note in result["toast"]
+    [alert] = [a for a in result["alerts"] if a.startswith("Origin app/o2 is draining")]
+    assert note in alert
     assert api.origin("app", "o2")["state"] == "draining"
     data = shot.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000
