@@ -32,7 +32,7 @@
 #include "admin/view.h"
 #include "affinity/affinity.h"
 #include "affinity/token.h"
-#include "config/snapshot.h"
+#include "control/snapshot_build.h"
 #include "control/control.h"
 #include "core/log.h"
 #include "health/health.h"

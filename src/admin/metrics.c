@@ -19,7 +19,7 @@
 
 #include "admin/admin.h"
 #include "admin/view.h"
-#include "config/snapshot.h"
+#include "control/snapshot_build.h"
 #include "control/control.h"
 #include "health/health.h"
 

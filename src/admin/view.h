@@ -16,7 +16,7 @@
 #include <jansson.h>
 
 #include "config/config.h"
-#include "config/snapshot.h"
+#include "control/snapshot_build.h"
 #include "core/stats.h"
 
 struct control;

@@ -28,7 +28,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "config/snapshot.h"
+#include "snapshot/snapshot.h"
 #include "core/log.h"
 #include "http/cookie.h"
 #include "http/h1.h"

@@ -22,7 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config/snapshot.h"
+#include "snapshot/snapshot.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/stats.h"

@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config/config.h"
+#include "snapshot/settings.h"
 
 struct steer_slot {
     int64_t current_weight;       /* smooth weighted round-robin state */

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "admin/admin.h"
-#include "config/snapshot.h"
+#include "control/snapshot_build.h"
 #include "core/log.h"
 #include "control/drain.h"
 #include "control/listeners.h"
@@ -78,17 +78,14 @@ int control_apply_config(struct control *ctl, struct config *cfg, char *err, siz
 
 int control_refresh(struct control *ctl)
 {
-    const struct config *running = snapshot_current()->cfg;
-    struct config_errors errs = {0};
-    struct config *cfg = config_load_json(running->doc, running->path, &errs);
-    char err[512] = "";
-    if (cfg && control_apply_config(ctl, cfg, err, sizeof(err)) == 0)
-        return 0;
-    log_error("cannot rebuild the configuration: %s",
-              cfg ? err : errs.count ? errs.messages[0] : "unknown error");
-    config_free(cfg);
-    config_errors_fini(&errs);
-    return -1;
+    char err[256] = "";
+    struct snapshot *s = snapshot_rebuild_routing(snapshot_current(), err, sizeof(err));
+    if (!s) {
+        log_error("cannot rebuild the routing tables: %s", err);
+        return -1;
+    }
+    control_publish(ctl, s);
+    return 0;
 }
 
 int control_reload(struct control *ctl, char *err, size_t err_size)

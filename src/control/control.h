@@ -55,9 +55,10 @@ int control_reload(struct control *ctl, char *err, size_t err_size);
  * Returns 0, or -1 with err set (cfg untouched). */
 int control_apply_config(struct control *ctl, struct config *cfg, char *err, size_t err_size);
 
-/* Rebuilds the derived state of the current configuration (consistent-hash
- * tables over usable origins) and publishes it: called when an origin's
- * health changes. Returns 0 or -1 (logged). */
+/* Rebuilds the routing tables of the current configuration (consistent-hash
+ * tables over usable origins) and publishes them: called when an origin's
+ * health changes. Nothing is validated or read again. Returns 0 or -1
+ * (logged). */
 int control_refresh(struct control *ctl);
 
 /* Publishes s (the caller's reference passes on) to every worker. */

@@ -8,7 +8,7 @@
 #include "control/drain.h"
 
 #include "admin/view.h"
-#include "config/snapshot.h"
+#include "control/snapshot_build.h"
 #include "core/log.h"
 
 #define DRAIN_CHECK_MS 1000

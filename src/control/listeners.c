@@ -17,7 +17,7 @@
 
 #include <sys/socket.h>
 
-#include "config/snapshot.h"
+#include "control/snapshot_build.h"
 #include "core/log.h"
 
 unsigned listeners_refuse(const struct snapshot *s)

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config/snapshot.h"
+#include "control/snapshot_build.h"
 #include "control/control.h"
 #include "core/log.h"
 #include "health/probe.h"

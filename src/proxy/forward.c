@@ -9,7 +9,7 @@
  */
 #include "proxy/proxy.h"
 
-#include "config/snapshot.h"
+#include "snapshot/snapshot.h"
 #include "proxy/thread.h"
 #include "http/cookie.h"
 

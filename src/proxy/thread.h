@@ -8,7 +8,7 @@
  * connection records and exchanges, the cookie MAC contexts and the parser
  * scratch.
  *
- * Configuration arrives as snapshots (config/snapshot.h) through the worker's
+ * Configuration arrives as snapshots (snapshot/snapshot.h) through the worker's
  * mailbox. Adopting one: start accepting on its new listening sockets, stop
  * on removed ones, build this thread's steering slots for its pools. Each
  * exchange counts as a user of the snapshot it started on (`struct
@@ -27,7 +27,7 @@
 #include <stdbool.h>
 
 #include "balance/steer.h"
-#include "config/snapshot.h"
+#include "snapshot/snapshot.h"
 #include "core/buffer.h"
 #include "core/slab.h"
 #include "core/worker.h"

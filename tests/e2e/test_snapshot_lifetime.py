@@ -44,11 +44,13 @@ def cookie_pinned_to(port, name, tries=40):
 
 
 class FlappingListener:
-    """A TCP listener a tcp monitor checks; closing it flips the origin down."""
+    """A TCP listener a tcp monitor checks; closing it flips the origin down
+    (and a new one on the same port brings it back)."""
 
-    def __init__(self):
+    def __init__(self, port=0):
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
         self.sock.listen(64)
         self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self.stop = threading.Event()
@@ -145,4 +147,56 @@ def test_retry_after_snapshot_publication_uses_its_own_snapshot(limpet, origin, 
         assert lp.running()
     finally:
         if flapper and not flapper.stop.is_set():
+            flapper.close()
+
+
+# --------------------------------------------------------------------------
+# A health flip rebuilds only the routing tables: the configuration, and the
+# files it names, are read on a reload or an API edit, never on a flip.
+# --------------------------------------------------------------------------
+
+def wait_healthy(adm, name, healthy, timeout=5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pool = adm.get("/api/v1/pools/app").json
+        states = {o["name"]: o.get("healthy") for o in pool["origins"]}
+        if states.get(name) == healthy:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{name} never became healthy={healthy}: {states}")
+
+
+@pytest.mark.timeout(30)
+def test_health_flip_reads_no_file_and_keeps_the_running_keys(limpet, origin, tmp_path):
+    """The secret file is replaced by another key, then removed, while an
+    origin goes down and up: cookies signed with the running key still verify
+    (only a reload may change keys) and no flip fails for want of the file."""
+    from affinity_helpers import KEY_A, KEY_B, write_secret
+    secret = write_secret(tmp_path / "affinity.key", KEY_A)
+    a = origin("a", handler=answering_handler("a"))
+    b = origin("b", handler=answering_handler("b"))
+    flapper = FlappingListener()
+    port = int(flapper.address.rsplit(":", 1)[1])
+    try:
+        cfg = failover_config(a, b, [{"name": "c", "address": flapper.address}], monitor=True)
+        cfg["secret_file"] = str(secret)
+        lp = limpet(cfg)
+        adm = admin_client(lp)
+        wait_healthy(adm, "c", True)
+        cookie = cookie_pinned_to(lp.port, "a")
+
+        write_secret(secret, KEY_B)           # another key: only a reload may take it
+        flapper.close()                       # c goes down: routing tables rebuilt
+        wait_healthy(adm, "c", False)
+        hit = http_request(lp.port, "GET", "/old", headers={"Cookie": cookie})
+        assert hit.header("X-Served-By") == "a", hit
+        assert not hit.header("Set-Cookie"), "the running key was replaced without a reload"
+
+        secret.unlink()                       # gone: a flip must not need it
+        flapper = FlappingListener(port)      # c comes back
+        wait_healthy(adm, "c", True)
+        err = lp.stderr_text()
+        assert "cannot rebuild" not in err and "secret_file" not in err, err
+    finally:
+        if not flapper.stop.is_set():
             flapper.close()

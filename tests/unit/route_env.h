@@ -24,7 +24,7 @@
 #include "affinity/affinity.h"
 #include "balance/route.h"
 #include "config/config.h"
-#include "config/snapshot.h"
+#include "control/snapshot_build.h"
 #include "core/loop.h"
 #include "core/stats.h"
 #include "http/h1.h"

@@ -1,18 +1,14 @@
 /*
- * snapshot — building, publishing and releasing snapshots; the registries of
- * origin identities and listening sockets (see snapshot.h).
+ * snapshot_build — building and publishing snapshots; the registries of
+ * origin identities and listening sockets (see snapshot_build.h).
  *
- * The registries are touched when snapshots are built (control thread) and
- * when the last reference to an origin or socket goes away (any thread, when
- * it releases an old snapshot), so they sit behind one mutex. Nothing on the
- * request path takes it: workers only read snapshots and the atomics inside.
+ * The registries are touched when snapshot bases are built (control thread)
+ * and when the last reference to an origin or socket goes away (any thread,
+ * when it releases an old snapshot), so they sit behind one mutex. Nothing on
+ * the request path takes it: workers only read snapshots and the atomics
+ * inside.
  */
-#include "config/snapshot.h"
-
-#include "affinity/affinity.h"
-#include "balance/route.h"
-#include "core/loop.h"
-#include "core/stats.h"
+#include "control/snapshot_build.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -23,13 +19,19 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "affinity/affinity.h"
+#include "balance/route.h"
+#include "core/loop.h"
+#include "core/stats.h"
+
+static struct snapshot *current; /* control thread only */
+
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct origin_shared *origins_by_id[SNAPSHOT_MAX_ORIGINS];
 static uint32_t id_generation[SNAPSHOT_MAX_ORIGINS];
 static struct listen_socket **sockets;
 static size_t num_sockets;
 static unsigned workers = 1;
-static struct snapshot *current; /* control thread only */
 static uint64_t next_generation = 1;
 static char *lb_names[STATS_MAX_LBS]; /* id → name, for the life of the process */
 
@@ -160,62 +162,79 @@ static void socket_put(struct listen_socket *ls)
     socket_free(ls);
 }
 
-/* ---- snapshots ---- */
+/* ---- snapshot bases (configuration) ---- */
 
-/* Gives back the origin identities and sockets s holds (not its config). */
-static void release_registry_refs(struct snapshot *s, const struct config *cfg)
+/* A snapshot-shaped view of a base, for the table builders. */
+static struct snapshot base_view(const struct snapshot_base *b)
+{
+    return (struct snapshot){.cfg = b->cfg, .pools = b->pools, .listeners = b->listeners,
+                             .lb_ids = b->lb_ids, .aff = b->aff};
+}
+
+/* Gives back the origin identities and sockets b holds (not its config). */
+static void release_registry_refs(struct snapshot_base *b, const struct config *cfg)
 {
     pthread_mutex_lock(&registry_lock);
-    for (size_t p = 0; s->pools && p < cfg->num_pools; p++) {
-        for (size_t o = 0; s->pools[p].origins && o < cfg->pools[p].num_origins; o++)
-            origin_put(s->pools[p].origins[o]);
-        free(s->pools[p].origins);
+    for (size_t p = 0; b->pools && p < cfg->num_pools; p++) {
+        for (size_t o = 0; b->pools[p].origins && o < cfg->pools[p].num_origins; o++)
+            origin_put(b->pools[p].origins[o]);
+        free(b->pools[p].origins);
     }
-    for (size_t i = 0; s->listeners && i < cfg->num_listeners; i++)
-        socket_put(s->listeners[i]);
+    for (size_t i = 0; b->listeners && i < cfg->num_listeners; i++)
+        socket_put(b->listeners[i]);
     pthread_mutex_unlock(&registry_lock);
-    free(s->pools);
-    free(s->listeners);
-    free(s->lb_ids);
+    free(b->pools);
+    free(b->listeners);
+    free(b->lb_ids);
 }
 
-static void snapshot_free(struct snapshot *s)
+/* Frees a base but not its configuration. */
+static void base_free_keep_config(struct snapshot_base *b)
 {
-    affinity_tables_free(s->aff, s);
-    route_hash_free(s->hash, s);
-    release_registry_refs(s, s->cfg);
-    config_free(s->cfg);
-    free(s);
+    struct snapshot view = base_view(b);
+    affinity_tables_free(b->aff, &view);
+    release_registry_refs(b, b->cfg);
+    free(b);
 }
 
-struct snapshot *snapshot_build(struct config *cfg, char *err, size_t err_size)
+static void base_free_cb(struct snapshot_base *b)
 {
-    struct snapshot *s = calloc(1, sizeof(*s));
-    if (!s) {
+    struct config *cfg = b->cfg;
+    base_free_keep_config(b);
+    config_free(cfg);
+}
+
+/* Builds the base for cfg (taking ownership on success). */
+static struct snapshot_base *base_build(struct config *cfg, char *err, size_t err_size)
+{
+    struct snapshot_base *b = calloc(1, sizeof(*b));
+    if (!b) {
         snprintf(err, err_size, "out of memory");
         return NULL;
     }
-    atomic_init(&s->refs, 1);
-    s->cfg = cfg;
-    s->pools = calloc(cfg->num_pools, sizeof(*s->pools));
-    s->listeners = calloc(cfg->num_listeners, sizeof(*s->listeners));
-    s->lb_ids = calloc(cfg->num_load_balancers, sizeof(*s->lb_ids));
-    bool ok = s->pools && s->listeners && s->lb_ids;
+    atomic_init(&b->refs, 1);
+    b->cfg = cfg;
+    b->free_cb = base_free_cb;
+    b->pools = calloc(cfg->num_pools ? cfg->num_pools : 1, sizeof(*b->pools));
+    b->listeners = calloc(cfg->num_listeners ? cfg->num_listeners : 1, sizeof(*b->listeners));
+    b->lb_ids = calloc(cfg->num_load_balancers ? cfg->num_load_balancers : 1, sizeof(*b->lb_ids));
+    bool ok = b->pools && b->listeners && b->lb_ids;
     if (!ok)
         snprintf(err, err_size, "out of memory");
 
     pthread_mutex_lock(&registry_lock);
     for (size_t p = 0; ok && p < cfg->num_pools; p++) {
         const struct cfg_pool *pool = &cfg->pools[p];
-        s->pools[p].origins = calloc(pool->num_origins, sizeof(struct origin_shared *));
-        if (!s->pools[p].origins) {
+        b->pools[p].origins = calloc(pool->num_origins ? pool->num_origins : 1,
+                                     sizeof(struct origin_shared *));
+        if (!b->pools[p].origins) {
             snprintf(err, err_size, "out of memory");
             ok = false;
             break;
         }
         for (size_t o = 0; o < pool->num_origins; o++) {
-            s->pools[p].origins[o] = origin_get(pool->name, pool->origins[o].name);
-            if (!s->pools[p].origins[o]) {
+            b->pools[p].origins[o] = origin_get(pool->name, pool->origins[o].name);
+            if (!b->pools[p].origins[o]) {
                 snprintf(err, err_size, "more than %d origins", SNAPSHOT_MAX_ORIGINS);
                 ok = false;
                 break;
@@ -228,18 +247,17 @@ struct snapshot *snapshot_build(struct config *cfg, char *err, size_t err_size)
             snprintf(err, err_size, "more than %d load balancer names", STATS_MAX_LBS);
             ok = false;
         }
-        s->lb_ids[i] = (uint32_t)id;
+        b->lb_ids[i] = (uint32_t)id;
     }
     for (size_t i = 0; ok && i < cfg->num_listeners; i++) {
-        s->listeners[i] = socket_get(&cfg->listeners[i], err, err_size);
-        ok = s->listeners[i] != NULL;
+        b->listeners[i] = socket_get(&cfg->listeners[i], err, err_size);
+        ok = b->listeners[i] != NULL;
     }
     if (ok) {
-        s->generation = next_generation++;
         /* Drain start times follow the configured states. */
         for (size_t p = 0; p < cfg->num_pools; p++) {
             for (size_t o = 0; o < cfg->pools[p].num_origins; o++) {
-                struct origin_shared *os = s->pools[p].origins[o];
+                struct origin_shared *os = b->pools[p].origins[o];
                 bool draining = cfg->pools[p].origins[o].state == ORIGIN_DRAINING;
                 unsigned long long started = atomic_load(&os->drain_started_ms);
                 if (draining && started == 0) {
@@ -253,34 +271,75 @@ struct snapshot *snapshot_build(struct config *cfg, char *err, size_t err_size)
     }
     pthread_mutex_unlock(&registry_lock);
     if (ok) {
-        s->hash = route_hash_build(s);
-        if (!s->hash)
-            snprintf(err, err_size, "out of memory");
-        ok = s->hash != NULL;
-    }
-    if (ok) {
-        s->aff = affinity_tables_build(s, err, err_size);
-        ok = s->aff != NULL;
+        struct snapshot view = base_view(b);
+        b->aff = affinity_tables_build(&view, err, err_size);
+        ok = b->aff != NULL;
     }
     if (!ok) {
-        route_hash_free(s->hash, s);
-        release_registry_refs(s, cfg);
+        release_registry_refs(b, cfg);
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+/* ---- snapshots (routing) ---- */
+
+static void snapshot_free_cb(struct snapshot *s)
+{
+    route_hash_free(s->hash, s);
+    snapshot_base_release(s->base);
+    free(s);
+}
+
+/* A snapshot over base b (whose reference the caller passes on success),
+ * with routing tables for the origins usable now. */
+static struct snapshot *snapshot_over(struct snapshot_base *b, char *err, size_t err_size)
+{
+    struct snapshot *s = calloc(1, sizeof(*s));
+    if (!s) {
+        snprintf(err, err_size, "out of memory");
+        return NULL;
+    }
+    atomic_init(&s->refs, 1);
+    s->base = b;
+    s->cfg = b->cfg;
+    s->pools = b->pools;
+    s->listeners = b->listeners;
+    s->lb_ids = b->lb_ids;
+    s->aff = b->aff;
+    s->free_cb = snapshot_free_cb;
+    s->hash = route_hash_build(s);
+    if (!s->hash) {
+        snprintf(err, err_size, "out of memory");
         free(s);
         return NULL;
     }
+    pthread_mutex_lock(&registry_lock);
+    s->generation = next_generation++;
+    pthread_mutex_unlock(&registry_lock);
     return s;
 }
 
-struct snapshot *snapshot_ref(struct snapshot *s)
+struct snapshot *snapshot_build(struct config *cfg, char *err, size_t err_size)
 {
-    atomic_fetch_add(&s->refs, 1);
+    struct snapshot_base *b = base_build(cfg, err, err_size);
+    if (!b)
+        return NULL;
+    struct snapshot *s = snapshot_over(b, err, err_size);
+    if (!s)
+        base_free_keep_config(b); /* cfg stays the caller's */
     return s;
 }
 
-void snapshot_release(struct snapshot *s)
+struct snapshot *snapshot_rebuild_routing(const struct snapshot *from, char *err,
+                                          size_t err_size)
 {
-    if (s && atomic_fetch_sub(&s->refs, 1) == 1)
-        snapshot_free(s);
+    struct snapshot_base *b = snapshot_base_ref(from->base);
+    struct snapshot *s = snapshot_over(b, err, err_size);
+    if (!s)
+        snapshot_base_release(b);
+    return s;
 }
 
 struct snapshot *snapshot_current(void)
@@ -293,28 +352,4 @@ void snapshot_set_current(struct snapshot *s)
     struct snapshot *old = current;
     current = s;
     snapshot_release(old);
-}
-
-bool snapshot_origin_usable(const struct snapshot *s, size_t pool, size_t origin)
-{
-    const struct cfg_origin *o = &s->cfg->pools[pool].origins[origin];
-    return o->state == ORIGIN_ENABLED && o->weight > 0 &&
-           atomic_load_explicit(&s->pools[pool].origins[origin]->healthy, memory_order_relaxed);
-}
-
-bool snapshot_find_origin(const struct snapshot *s, const char *pool, const char *origin,
-                          size_t *pool_index, size_t *origin_index)
-{
-    for (size_t p = 0; p < s->cfg->num_pools; p++) {
-        if (strcmp(s->cfg->pools[p].name, pool) != 0)
-            continue;
-        for (size_t o = 0; o < s->cfg->pools[p].num_origins; o++) {
-            if (strcmp(s->cfg->pools[p].origins[o].name, origin) == 0) {
-                *pool_index = p;
-                *origin_index = o;
-                return true;
-            }
-        }
-    }
-    return false;
 }
