@@ -47,7 +47,7 @@ UNITDIR := $(PREFIX)/lib/systemd/system
 MAN8    := man/limpet.8 man/limpetctl.8
 MAN5    := man/limpet.json.5
 
-.PHONY: all run test unit e2e bench deps clean install uninstall
+.PHONY: all run test layers unit e2e bench deps clean install uninstall
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -112,7 +112,12 @@ $(BUILD)/unit/%: tests/unit/%.c $(SAN_OBJS)
 run: $(BUILD)/limpet
 	$(BUILD)/limpet --demo
 
-test: unit e2e fuzz-smoke
+test: layers unit e2e fuzz-smoke
+
+# A source file may include only headers of its own layer or those below it
+# (core ← http ← snapshot ← balance ← affinity ← proxy; see tools/check_layers.py).
+layers:
+	@$(PYTHON) tools/check_layers.py src
 
 unit: $(UNIT_BINS)
 	@$(PYTHON) tests/unit/run_all.py $(UNIT_BINS)
