@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: limpet against HAProxy, nginx and a floor relay on loopback
 # (bench/README.md). Writes bench/RESULTS.md and bench/ratios.svg.
-#   BENCH_SECONDS=5 BENCH_ROUNDS=5 bench/run.sh      the default (~13 min)
+#   BENCH_SECONDS=5 BENCH_ROUNDS=5 bench/run.sh      the default (~12 min)
 #   BENCH_QUICK=1 bench/run.sh                       smoke test: 1 round of 2 s
 # bench/bench.py does the work; it stops every process it started when it ends,
 # is interrupted, or dies (the processes get PDEATHSIG).
