@@ -4,7 +4,8 @@
 #   make run        build, then start the demo (SPEC §1)
 #   make test       unit tests (cmocka, ASan+UBSan), end-to-end tests (pytest), then
 #                   each fuzz target briefly (make fuzz FUZZ_SECONDS=N runs them longer)
-#   make bench      throughput figures (wrk) through limpet and straight to an origin
+#   make bench      limpet against HAProxy, nginx and a floor relay (wrk; bench/README.md),
+#                   then the affinity token micro-benchmark
 #   make install    programs, man pages and the systemd unit under $(DESTDIR)$(PREFIX)
 #                   (PREFIX=/usr/local by default); make uninstall removes them
 #
@@ -36,6 +37,9 @@ DEB_PACKAGES := gcc make clang libclang-rt-dev libjansson-dev libssl-dev libcmoc
 # The dashboard's browser test drives Debian's chromium with playwright-core (npm).
 BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
 DEPS_STAMP   := $(BUILD)/.deps-ok
+# Only `make bench` needs these: the peers limpet is compared with, and the load generator.
+BENCH_PACKAGES := haproxy nginx-light wrk curl
+BENCH_STAMP    := $(BUILD)/.bench-deps-ok
 
 # make install: where things go. The unit's ExecStart names $(SBINDIR)/limpet.
 PREFIX  ?= /usr/local
@@ -133,9 +137,30 @@ E2E_ENV := LIMPET_BIN=$(CURDIR)/$(SAN_LIMPET) LIMPETCTL_BIN=$(CURDIR)/$(SAN_LIMP
 e2e: all $(SAN_LIMPET) $(SAN_LIMPETCTL) $(BROWSER_DEPS)
 	$(E2E_ENV) $(PYTHON) -m pytest -q tests/e2e
 
-bench: $(BUILD)/limpet $(BUILD)/affinity_bench
+# Same rule as $(DEPS_STAMP), for the bench's own packages.
+$(BENCH_STAMP):
+	@missing=""; for p in $(BENCH_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing || exit 1; \
+	  else \
+	    echo "missing Debian packages; run:  sudo apt-get install -y$$missing"; exit 1; \
+	  fi; \
+	fi
+	@mkdir -p $(BUILD) && touch $@
+
+bench: $(BUILD)/limpet $(BUILD)/floor_relay $(BUILD)/affinity_bench $(BENCH_STAMP)
 	bench/run.sh
 	$(BUILD)/affinity_bench
+
+# The bench's reference relay: plain C, no project code.
+$(BUILD)/floor_relay: bench/floor_relay.c
+	@mkdir -p $(BUILD)
+	$(CC) -O2 -g -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -o $@ $<
 
 $(BUILD)/affinity_bench: bench/affinity_bench.c src/affinity/token.c src/affinity/token.h
 	$(CC) $(CFLAGS) -o $@ bench/affinity_bench.c src/affinity/token.c -lcrypto
