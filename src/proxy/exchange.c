@@ -8,7 +8,7 @@
  * outgoing head as an iovec of spans of the client's buffer. exchange_step()
  * then makes all the progress it can on both directions:
  *
- *   request   REQ_HEAD → REQ_BODY → REQ_DONE     (head + body in one writev)
+ *   request   REQ_HEAD → REQ_BODY → REQ_DONE     (head + body in one sendmsg)
  *   response  RESP_WAIT_HEAD → RESP_HEAD → RESP_BODY → RESP_DONE
  *             (a 1xx head goes back to RESP_WAIT_HEAD once sent; a 101
  *             turns the connection into a tunnel)
@@ -345,7 +345,7 @@ static unsigned remaining_iov(const struct iovec *iov, unsigned from, unsigned t
 }
 
 /* Writes what is left of a head (when head_pending) and `ready` body bytes
- * at body in one writev. Returns the bytes written, 0 when the socket is
+ * at body in one sendmsg. Returns the bytes written, 0 when the socket is
  * full (*writable cleared), or -1 on an error. *head_done tells whether the
  * head is all out. */
 static ssize_t send_head_and_body(int fd, bool *writable, struct iovec *head_iov,
@@ -369,7 +369,9 @@ static ssize_t send_head_and_body(int fd, bool *writable, struct iovec *head_iov
     *body_written = 0;
     if (n_iov == 0)
         return 0;
-    ssize_t n = writev(fd, iov, (int)n_iov);
+    /* sendmsg rather than writev: the socket path skips the file layer */
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = n_iov};
+    ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             *writable = false;
