@@ -60,9 +60,10 @@ CTL_BIN := $(if $(CTL_SRC),$(BUILD)/limpetctl)
 
 all: $(BUILD)/limpet $(CTL_BIN)
 
-# Installs what is missing, once; prints the one command to run when not root.
-$(DEPS_STAMP):
-	@missing=""; for p in $(DEB_PACKAGES); do \
+# install_missing(PACKAGES): installs the Debian packages that are missing
+# (apt-get, when root), or prints the one command to run; then touches the stamp.
+define install_missing
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -75,6 +76,11 @@ $(DEPS_STAMP):
 	  fi; \
 	fi
 	@mkdir -p $(BUILD) && touch $@
+endef
+
+# Installs what is missing, once; prints the one command to run when not root.
+$(DEPS_STAMP):
+	$(call install_missing,$(DEB_PACKAGES))
 
 deps: $(DEPS_STAMP)
 
@@ -137,21 +143,9 @@ E2E_ENV := LIMPET_BIN=$(CURDIR)/$(SAN_LIMPET) LIMPETCTL_BIN=$(CURDIR)/$(SAN_LIMP
 e2e: all $(SAN_LIMPET) $(SAN_LIMPETCTL) $(BROWSER_DEPS)
 	$(E2E_ENV) $(PYTHON) -m pytest -q tests/e2e
 
-# Same rule as $(DEPS_STAMP), for the bench's own packages.
+# The bench's own packages, likewise.
 $(BENCH_STAMP):
-	@missing=""; for p in $(BENCH_PACKAGES); do \
-	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "installing:$$missing"; \
-	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing || exit 1; \
-	  else \
-	    echo "missing Debian packages; run:  sudo apt-get install -y$$missing"; exit 1; \
-	  fi; \
-	fi
-	@mkdir -p $(BUILD) && touch $@
+	$(call install_missing,$(BENCH_PACKAGES))
 
 bench: $(BUILD)/limpet $(BUILD)/floor_relay $(BUILD)/affinity_bench $(BENCH_STAMP)
 	bench/run.sh
