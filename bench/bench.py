@@ -714,6 +714,7 @@ BENIGN = re.compile(r"limpet: listening on |SIGTERM: stopping|limpet: stopped|\[
 
 
 def report(m, res, started, elapsed):
+    os.makedirs(OUT, exist_ok=True)
     figs = res["figures"]
     rows = []
 

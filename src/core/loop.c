@@ -115,14 +115,19 @@ int loop_modify(struct loop *loop, struct io_watch *w, uint32_t events)
     return 0;
 }
 
-void loop_unwatch(struct loop *loop, struct io_watch *w)
+void loop_unwatch_closing(struct loop *loop, struct io_watch *w)
 {
-    if (w->fd >= 0)
-        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
     for (int i = 0; i < loop->batch_count; i++)
         if (loop->batch[i].data.ptr == w)
             loop->batch[i].data.ptr = NULL;
     w->events = 0;
+}
+
+void loop_unwatch(struct loop *loop, struct io_watch *w)
+{
+    if (w->fd >= 0)
+        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+    loop_unwatch_closing(loop, w);
 }
 
 /* ---- timer heap ---- */

@@ -58,6 +58,10 @@ int loop_watch(struct loop *loop, struct io_watch *w, int fd, uint32_t events,
                void (*cb)(struct loop *, struct io_watch *, uint32_t));
 int loop_modify(struct loop *loop, struct io_watch *w, uint32_t events);
 void loop_unwatch(struct loop *loop, struct io_watch *w);
+/* For a descriptor about to be closed (which takes it out of epoll by
+ * itself, when no other descriptor refers to the same socket): forgets the
+ * watch without a system call. */
+void loop_unwatch_closing(struct loop *loop, struct io_watch *w);
 
 void timer_init(struct timer *t, void (*cb)(struct loop *, struct timer *));
 /* (Re)arms t to fire after_ms from the loop's cached now. Returns 0 or -ENOMEM. */

@@ -97,7 +97,7 @@ void client_close(struct client *c)
     struct worker *w = pt->w;
     client_end_exchange(c, false);
     timer_cancel(&w->loop, &c->timer);
-    loop_unwatch(&w->loop, &c->io);
+    loop_unwatch_closing(&w->loop, &c->io); /* close() takes it out of epoll */
     close(c->io.fd);
     buf_put(&pt->bufs, c->in);
     c->in = NULL;

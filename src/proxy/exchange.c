@@ -711,6 +711,12 @@ static enum step finish_exchange(struct client *c)
     c->requests++;
     if (ex->close_client || ex->req_state != REQ_DONE || w->stopping) {
         client_release_exchange(c, origin_reusable);
+        if (ex->req_state == REQ_DONE && (!c->in || buf_len(c->in) == 0) && !c->readable) {
+            /* Nothing unread to turn the close into a reset: close at once
+             * rather than wait for the client's FIN. */
+            client_close(c);
+            return STEP_CLOSED;
+        }
         client_linger(c);
         return STEP_PROGRESS;
     }

@@ -26,7 +26,7 @@ static void oc_free(struct origin_conn *oc)
     struct proxy_thread *pt = oc->pt;
     timer_cancel(&pt->w->loop, &oc->idle_timer);
     if (oc->io.fd >= 0) {
-        loop_unwatch(&pt->w->loop, &oc->io);
+        loop_unwatch_closing(&pt->w->loop, &oc->io); /* close() takes it out of epoll */
         close(oc->io.fd);
         oc->io.fd = -1;
     }
