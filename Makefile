@@ -4,6 +4,8 @@
 #   make run        build, then start the demo (SPEC §1)
 #   make test       unit tests (cmocka, ASan+UBSan), end-to-end tests (pytest), then
 #                   each fuzz target briefly (make fuzz FUZZ_SECONDS=N runs them longer)
+#   make test-tomcat  limpet in front of two Debian tomcat10 nodes (jvmRoute) and a JSP
+#                   session counter (tests/tomcat; installs tomcat10; not part of make test)
 #   make bench      limpet against HAProxy, nginx and a floor relay (wrk; bench/README.md),
 #                   then the affinity token micro-benchmark
 #   make install    programs, man pages and the systemd unit under $(DESTDIR)$(PREFIX)
@@ -51,7 +53,7 @@ UNITDIR := $(PREFIX)/lib/systemd/system
 MAN8    := man/limpet.8 man/limpetctl.8
 MAN5    := man/limpet.json.5
 
-.PHONY: all run test layers unit e2e bench deps clean install uninstall
+.PHONY: all run test layers unit e2e test-tomcat bench deps clean install uninstall
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -136,6 +138,24 @@ E2E_ENV := LIMPET_BIN=$(CURDIR)/$(SAN_LIMPET) LIMPETCTL_BIN=$(CURDIR)/$(SAN_LIMP
 
 e2e: all $(SAN_LIMPET) $(SAN_LIMPETCTL) $(BROWSER_DEPS)
 	$(E2E_ENV) $(PYTHON) -m pytest -q tests/e2e
+
+# Tomcat for make test-tomcat (Jasper compiles the JSP with eclipse-jdt-core, a dependency).
+TOMCAT_STAMP := $(BUILD)/.tomcat-deps-ok
+$(TOMCAT_STAMP):
+	@if ! dpkg-query -W -f='$${Status}' tomcat10 2>/dev/null | grep -q "ok installed"; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing: tomcat10"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends tomcat10 \
+	      || exit 1; \
+	  else \
+	    echo "missing Debian packages; run:  sudo apt-get install -y tomcat10"; exit 1; \
+	  fi; \
+	fi
+	@mkdir -p $(BUILD) && touch $@
+
+test-tomcat: $(SAN_LIMPET) $(TOMCAT_STAMP)
+	$(E2E_ENV) $(PYTHON) -m pytest -q tests/tomcat
 
 # Same rule as $(DEPS_STAMP), for the bench's own packages.
 $(BENCH_STAMP):
