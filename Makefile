@@ -4,6 +4,8 @@
 #   make run        build, then start the demo (SPEC §1)
 #   make test       unit tests (cmocka, ASan+UBSan), end-to-end tests (pytest), then
 #                   each fuzz target briefly (make fuzz FUZZ_SECONDS=N runs them longer)
+#   make test-tomcat  limpet in front of two Debian tomcat10 nodes (jvmRoute) and a JSP
+#                   session counter (tests/tomcat; installs tomcat10; not part of make test)
 #   make bench      limpet against HAProxy, nginx and a floor relay (wrk; bench/README.md),
 #                   then the affinity token micro-benchmark
 #   make install    programs, man pages and the systemd unit under $(DESTDIR)$(PREFIX)
@@ -51,7 +53,7 @@ UNITDIR := $(PREFIX)/lib/systemd/system
 MAN8    := man/limpet.8 man/limpetctl.8
 MAN5    := man/limpet.json.5
 
-.PHONY: all run test layers unit e2e bench deps clean install uninstall
+.PHONY: all run test layers unit e2e test-tomcat bench deps clean install uninstall
 .SECONDARY:
 .DEFAULT_GOAL := all
 
@@ -60,8 +62,9 @@ CTL_BIN := $(if $(CTL_SRC),$(BUILD)/limpetctl)
 
 all: $(BUILD)/limpet $(CTL_BIN)
 
-# install_missing(PACKAGES): installs the Debian packages that are missing
-# (apt-get, when root), or prints the one command to run; then touches the stamp.
+# install_missing(PACKAGES[,APT_FLAGS]): installs the Debian packages that are
+# missing (apt-get, when root), or prints the one command to run; then touches
+# the stamp.
 define install_missing
 	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
@@ -70,7 +73,7 @@ define install_missing
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing || exit 1; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(2) $$missing || exit 1; \
 	  else \
 	    echo "missing Debian packages; run:  sudo apt-get install -y$$missing"; exit 1; \
 	  fi; \
@@ -142,6 +145,14 @@ E2E_ENV := LIMPET_BIN=$(CURDIR)/$(SAN_LIMPET) LIMPETCTL_BIN=$(CURDIR)/$(SAN_LIMP
 
 e2e: all $(SAN_LIMPET) $(SAN_LIMPETCTL) $(BROWSER_DEPS)
 	$(E2E_ENV) $(PYTHON) -m pytest -q tests/e2e
+
+# Tomcat for make test-tomcat (Jasper compiles the JSP with eclipse-jdt-core, a dependency).
+TOMCAT_STAMP := $(BUILD)/.tomcat-deps-ok
+$(TOMCAT_STAMP):
+	$(call install_missing,tomcat10,--no-install-recommends)
+
+test-tomcat: $(SAN_LIMPET) $(TOMCAT_STAMP)
+	$(E2E_ENV) $(PYTHON) -m pytest -q tests/tomcat
 
 # The bench's own packages, likewise.
 $(BENCH_STAMP):

@@ -75,6 +75,10 @@ static int check_config(const char *path)
     struct config *cfg = load_or_report(path);
     if (!cfg)
         return 1;
+    struct config_errors warnings = {0};
+    config_warnings(cfg, path, &warnings); /* stderr; not problems: the exit stays 0 */
+    print_config_errors(&warnings);
+    config_errors_fini(&warnings);
     /* Files the config names are checked too: a key file limpet could not
      * read at start is a problem of this config. */
     int status = 0;

@@ -156,9 +156,19 @@ static void write_origin_families(FILE *f, const struct control *ctl, const stru
     ORIGIN_FAMILY(f, rows, n, "limpet_origin_connect_failures_total", "counter",
                   "Failed connection attempts to an origin by live traffic.",
                   "%llu", (unsigned long long)r->totals.connect_failures);
+    family(f, "limpet_origin_passive_failures_total", "counter",
+           "Failures of an origin seen by live traffic (passive checks), by kind.");
+    for (size_t i = 0; i < n; i++)
+        for (unsigned k = 0; k < PASSIVE_KINDS; k++) {
+            fputs("limpet_origin_passive_failures_total", f);
+            origin_labels(f, rows[i].pool, rows[i].name);
+            fprintf(f, ",kind=\"%s\"} %llu\n", passive_kind_name((enum passive_kind)k),
+                    (unsigned long long)atomic_load(&rows[i].shared->passive_total[k]));
+        }
     ORIGIN_FAMILY(f, rows, n, "limpet_origin_up", "gauge",
                   "1 when the origin is healthy (monitor and passive checks), else 0.",
-                  "%d", atomic_load(&r->shared->healthy) ? 1 : 0);
+                  "%d", atomic_load(&r->shared->healthy) &&
+                            (r->monitored || !atomic_load(&r->shared->passive_out)) ? 1 : 0);
     family(f, "limpet_origin_state", "gauge",
            "The origin's administrative state: 1 for the current one.");
     for (size_t i = 0; i < n; i++)
@@ -192,16 +202,17 @@ static void write_origin_families(FILE *f, const struct control *ctl, const stru
         }
     }
     family(f, "limpet_health_state_changes_total", "counter",
-           "Times a monitored origin went up or down (passive checks included).");
+           "Times an origin went up or down: by its monitor or live traffic (passive "
+           "checks); without a monitor, live traffic taking it out and back.");
     for (size_t i = 0; i < n; i++) {
-        if (!rows[i].monitored)
-            continue;
+        const struct origin_shared *os = rows[i].shared;
         for (int up = 1; up >= 0; up--) {
+            uint64_t count = rows[i].monitored
+                ? (up ? rows[i].health.went_up : rows[i].health.went_down)
+                : atomic_load(up ? &os->passive_backs : &os->passive_outs);
             fputs("limpet_health_state_changes_total", f);
             origin_labels(f, rows[i].pool, rows[i].name);
-            fprintf(f, ",to=\"%s\"} %llu\n", up ? "up" : "down",
-                    (unsigned long long)(up ? rows[i].health.went_up
-                                            : rows[i].health.went_down));
+            fprintf(f, ",to=\"%s\"} %llu\n", up ? "up" : "down", (unsigned long long)count);
         }
     }
     free(rows);

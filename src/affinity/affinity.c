@@ -8,10 +8,14 @@
  *     (header), the client address (ip), the application's cookie (app_cookie).
  *  2. Map it to a pinned origin: a verified cookie names an origin key; a
  *     hash goes through the pool's Maglev table of serving origins; an
- *     app_cookie prefix or route suffix names an origin directly.
+ *     app_cookie prefix or route suffix names an origin directly (route
+ *     mode: a quoted value without its quotes, or the url_parameter path
+ *     parameter when no cookie names a route).
  *  3. Keep the pinned origin while it is usable, or draining and still within
  *     drain_duration; otherwise reassign (reason says why) and, for cookie
- *     sessions, issue a new cookie.
+ *     sessions, issue a new cookie (app_cookie route mode with "issue": the
+ *     route cookie NAME=.<route>, whenever there was no valid route or the
+ *     origin changed, never under temporary failover).
  *  4. With no key: follow the origin of this connection's first request
  *     (per-connection pinning), else assign: consistent hash for ip_cookie,
  *     ip and header modes, pool steering otherwise.
@@ -332,7 +336,93 @@ static bool header_session_hash(const struct route_ctx *ctx, const struct h1_req
     return a->require_all_headers ? found == a->num_headers && found > 0 : found > 0;
 }
 
-/* app_cookie: finds the pinned origin named by the application's cookie. */
+/* The application's cookie `name` among the request's Cookie fields (the
+ * first one found), its value raw (quotes kept). */
+static bool find_app_cookie(const struct h1_request *req, const char *name, size_t name_len,
+                            const char **val, size_t *len)
+{
+    for (size_t i = 0; i < req->num_headers; i++) {
+        const struct h1_header *h = &req->headers[i];
+        if (h1_token_eq(h->name, h->name_len, "cookie") &&
+            cookie_find(h->value, h->value_len, name, name_len, val, len))
+            return true;
+    }
+    return false;
+}
+
+/* A cookie value without the DQUOTEs around it (RFC 6265 cookie-value). */
+static void unquote(const char **val, size_t *len)
+{
+    if (*len >= 2 && (*val)[0] == '"' && (*val)[*len - 1] == '"') {
+        (*val)++;
+        *len -= 2;
+    }
+}
+
+/* The value of path parameter ";name=value" in the path of the request
+ * target (before any '?'), Tomcat's ";jsessionid=": up to the next ';', '/'
+ * or the end of the path. False when absent or empty. */
+static bool url_parameter_value(const struct h1_request *req, const char *name,
+                                const char **val, size_t *len)
+{
+    if (!name)
+        return false;
+    size_t name_len = strlen(name);
+    const char *t = req->target;
+    size_t path_len = 0;
+    while (path_len < req->target_len && t[path_len] != '?' && t[path_len] != '#')
+        path_len++;
+    for (size_t i = 0; i + 1 + name_len + 1 <= path_len; i++) {
+        if (t[i] != ';' || memcmp(t + i + 1, name, name_len) != 0 || t[i + 1 + name_len] != '=')
+            continue;
+        size_t from = i + 1 + name_len + 1, to = from;
+        while (to < path_len && t[to] != ';' && t[to] != '/')
+            to++;
+        if (to == from)
+            continue;
+        *val = t + from;
+        *len = to - from;
+        return true;
+    }
+    return false;
+}
+
+/* route mode: the origin whose route is the suffix of val after its last
+ * separator, among the load balancer's pools. */
+static bool route_origin(const struct route_ctx *ctx, const char *val, size_t len, size_t *pp,
+                         size_t *po)
+{
+    const struct snapshot *s = ctx->snap;
+    const struct cfg_load_balancer *lb = ctx_lb(ctx);
+    const char *sep = lb->attributes.app_cookie.separator;
+    size_t sep_len = strlen(sep);
+    const char *suffix = NULL;
+    for (size_t k = len; k >= sep_len && k > 0; k--) {
+        if (memcmp(val + k - sep_len, sep, sep_len) == 0) {
+            suffix = val + k;
+            break;
+        }
+    }
+    if (!suffix)
+        return false;
+    size_t suffix_len = (size_t)(val + len - suffix);
+    for (size_t p = 0; p < s->cfg->num_pools; p++) {
+        if (!config_lb_uses_pool(lb, p))
+            continue;
+        for (size_t o = 0; o < s->cfg->pools[p].num_origins; o++) {
+            const char *route = s->cfg->pools[p].origins[o].route;
+            if (strlen(route) == suffix_len && memcmp(route, suffix, suffix_len) == 0) {
+                *pp = p;
+                *po = o;
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+/* app_cookie: finds the pinned origin named by the application's cookie
+ * (route mode: or by its url_parameter when no cookie names a route). */
 static bool app_cookie_origin(const struct route_ctx *ctx, const struct h1_request *req,
                               struct affinity_decision *d, size_t *pp, size_t *po)
 {
@@ -340,62 +430,55 @@ static bool app_cookie_origin(const struct route_ctx *ctx, const struct h1_reque
     const struct cfg_load_balancer *lb = ctx_lb(ctx);
     const struct cfg_app_cookie *ac = &lb->attributes.app_cookie;
     size_t name_len = strlen(ac->name);
-    size_t sep_len = strlen(ac->separator);
-    for (size_t i = 0; i < req->num_headers; i++) {
-        const struct h1_header *h = &req->headers[i];
-        const char *val;
-        size_t len;
-        if (!h1_token_eq(h->name, h->name_len, "cookie") ||
-            !cookie_find(h->value, h->value_len, ac->name, name_len, &val, &len))
-            continue;
+    const char *val = NULL;
+    size_t len = 0;
+    bool found = find_app_cookie(req, ac->name, name_len, &val, &len);
+    if (ac->mode == APP_COOKIE_PREFIX) {
+        if (!found)
+            return false;
         d->session_hash = maglev_hash(val, len);
-        if (ac->mode == APP_COOKIE_PREFIX) {
-            if (len < APP_PREFIX_LEN + sep_len ||
-                memcmp(val + APP_PREFIX_LEN, ac->separator, sep_len) != 0)
-                return false;
-            d->app_cookie = ac->name;
-            d->app_cookie_len = name_len;
-            d->app_prefix_strip = APP_PREFIX_LEN + sep_len;
-            for (size_t p = 0; p < s->cfg->num_pools; p++) {
-                if (!config_lb_uses_pool(lb, p))
-                    continue;
-                size_t n = s->cfg->pools[p].num_origins;
-                for (size_t k = 0; k < s->aff->num_keys * n; k++) {
-                    if (memcmp(s->aff->pools[p].app_prefix[k], val, APP_PREFIX_LEN) == 0) {
-                        *pp = p;
-                        *po = k % n;
-                        return true;
-                    }
-                }
-            }
+        size_t sep_len = strlen(ac->separator);
+        if (len < APP_PREFIX_LEN + sep_len ||
+            memcmp(val + APP_PREFIX_LEN, ac->separator, sep_len) != 0)
             return false;
-        }
-        /* route mode: the suffix after the last separator names the origin's route */
-        const char *suffix = NULL;
-        for (size_t k = len; k >= sep_len && k > 0; k--) {
-            if (memcmp(val + k - sep_len, ac->separator, sep_len) == 0) {
-                suffix = val + k;
-                break;
-            }
-        }
-        if (!suffix)
-            return false;
-        size_t suffix_len = (size_t)(val + len - suffix);
+        d->app_cookie = ac->name;
+        d->app_cookie_len = name_len;
+        d->app_prefix_strip = APP_PREFIX_LEN + sep_len;
         for (size_t p = 0; p < s->cfg->num_pools; p++) {
             if (!config_lb_uses_pool(lb, p))
                 continue;
-            for (size_t o = 0; o < s->cfg->pools[p].num_origins; o++) {
-                const char *route = s->cfg->pools[p].origins[o].route;
-                if (strlen(route) == suffix_len && memcmp(route, suffix, suffix_len) == 0) {
+            size_t n = s->cfg->pools[p].num_origins;
+            for (size_t k = 0; k < s->aff->num_keys * n; k++) {
+                if (memcmp(s->aff->pools[p].app_prefix[k], val, APP_PREFIX_LEN) == 0) {
                     *pp = p;
-                    *po = o;
+                    *po = k % n;
                     return true;
                 }
             }
         }
         return false;
     }
+    /* route mode: nothing is rewritten; a quoted value is read without its quotes */
+    if (found) {
+        unquote(&val, &len);
+        d->session_hash = maglev_hash(val, len);
+        if (route_origin(ctx, val, len, pp, po))
+            return true;
+    }
+    if (url_parameter_value(req, ac->url_parameter, &val, &len) &&
+        route_origin(ctx, val, len, pp, po)) {
+        d->session_hash = maglev_hash(val, len);
+        return true;
+    }
     return false;
+}
+
+/* app_cookie route mode with "issue": limpet sets the route cookie itself. */
+static bool issues_route_cookie(const struct route_ctx *ctx)
+{
+    const struct cfg_load_balancer *lb = ctx_lb(ctx);
+    return lb->session_affinity == AFFINITY_APP_COOKIE &&
+           lb->attributes.app_cookie.mode == APP_COOKIE_ROUTE && lb->attributes.app_cookie.issue;
 }
 
 /* The origin of this connection's first request, if still in the snapshot. */
@@ -538,6 +621,7 @@ int affinity_decide(const struct route_ctx *ctx, struct token_ctx *tokens,
         d->reason = REASON_NEW;
         if (cookie_session)
             issue_cookie(ctx, tokens, d);
+        d->set_route_cookie = issues_route_cookie(ctx);
         return 0;
     } else {
         d->reason = invalid ? REASON_INVALID_COOKIE : REASON_NEW;
@@ -565,6 +649,8 @@ int affinity_decide(const struct route_ctx *ctx, struct token_ctx *tokens,
         d->has_token = d->has_token && d->previous_pool >= 0; /* a moved session keeps its id */
         issue_cookie(ctx, tokens, d);
     }
+    /* no valid route, or its origin changed: the route cookie names the new one */
+    d->set_route_cookie = issues_route_cookie(ctx) && d->reason != REASON_FAILOVER_TEMPORARY;
     pin_connection(ctx, pin, d);
     return 0;
 }
@@ -582,6 +668,7 @@ bool affinity_failover(const struct route_ctx *ctx, struct affinity_decision *d)
     d->pinned = false;
     d->reason = mode == FAILOVER_STICKY ? REASON_FAILOVER_STICKY : REASON_FAILOVER_TEMPORARY;
     d->set_cookie = false;
+    d->set_route_cookie = false;
     return true;
 }
 
@@ -594,6 +681,8 @@ int affinity_reroute(const struct route_ctx *ctx, struct token_ctx *tokens,
     enum session_affinity mode = ctx_lb(ctx)->session_affinity;
     if (mode == AFFINITY_NONE)
         d->reason = fallback ? REASON_FALLBACK_POOL : REASON_NONE;
+    else if (issues_route_cookie(ctx)) /* the route cookie names wherever it lands */
+        d->set_route_cookie = d->reason != REASON_FAILOVER_TEMPORARY;
     else if (d->reason == REASON_FAILOVER_STICKY ||
              (d->reason != REASON_FAILOVER_TEMPORARY && uses_limpet_cookie(mode)))
         issue_cookie(ctx, tokens, d);

@@ -88,6 +88,8 @@ struct affinity_decision {
     bool pinned;                  /* the session already belonged to the chosen origin */
     long previous_pool, previous_origin;  /* origin the session moved from, or -1 */
     bool set_cookie;              /* send limpet's cookie (value in cookie_value) */
+    bool set_route_cookie;        /* app_cookie route mode with "issue": send
+                                   * NAME=<separator><route of the chosen origin> */
     char cookie_value[TOKEN_TEXT_MAX + 1];  /* limpet's cookie value to set */
     struct token token;           /* the session's token (valid when has_token) */
     bool has_token;               /* token holds a verified or freshly issued token */

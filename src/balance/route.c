@@ -8,9 +8,17 @@
  * this request, and not in the passive-failure backoff (an origin that
  * refused a connection is left alone for a while, doubling up to
  * PASSIVE_BACKOFF_MAX_MS, so a dead origin does not cost every request a
- * failed connect). Connect failures, resets and 5xx answers are counted in
- * origin_shared->passive_failures until a good answer; health.c reads that
- * count to mark a monitored origin down (SPEC §5 passive checks).
+ * failed connect).
+ *
+ * Passive checks (SPEC §5): connect failures, connections reset or closed
+ * before a response, response timeouts — and 5xx answers when the pool sets
+ * passive.http_5xx — are counted in origin_shared->passive_failures (and by
+ * kind) until an answer. health.c reads that count to mark a monitored
+ * origin down at its monitor's retries; an origin without a monitor is left
+ * alone (the backoff) at once after a refused connect, after
+ * ROUTE_PASSIVE_RETRIES other failures in a row. Only an answer to a request
+ * sent after the last failure ends a streak (passive_epoch), so a response
+ * already in flight from an origin just killed is not taken for a recovery.
  *
  * Everything is read from the route_ctx's snapshot, whose indexes stay valid
  * while the exchange holds it; the only writes are the thread's own steering
@@ -19,6 +27,7 @@
 #include "balance/route.h"
 
 #include <netinet/in.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -292,34 +301,126 @@ int route_choose(const struct route_ctx *ctx, struct route_tried *tried, long *p
     return -1;
 }
 
-void route_origin_failed(const struct route_ctx *ctx, size_t pool, size_t origin, int err)
+/* ---- passive checks (worker) ---- */
+
+/* Records a failure of `kind` and, when it takes the origin out, starts its
+ * backoff. A refused connect leaves the origin alone at once, whatever its
+ * pool (trying it again would cost every request a failed connect; the
+ * request itself goes elsewhere). Other failures take an origin without a
+ * monitor out after ROUTE_PASSIVE_RETRIES in a row; with a monitor, health.c
+ * marks it down when the count reaches the monitor's retries. */
+static void record_failure(const struct route_ctx *ctx, size_t pool, size_t origin,
+                           enum passive_kind kind, int err)
 {
     struct origin_shared *os = ctx->snap->pools[pool].origins[origin];
-    unsigned failures = atomic_fetch_add(&os->passive_failures, 1);
-    STAT_ADD(ctx->origin_stats[os->id].connect_failures, 1);
-    unsigned shift = failures < 4 ? failures : 4;
+    unsigned failures = atomic_fetch_add(&os->passive_failures, 1) + 1;
+    unsigned of_kind = atomic_fetch_add_explicit(&os->passive_streak[kind], 1,
+                                                 memory_order_relaxed) + 1;
+    atomic_fetch_add_explicit(&os->passive_total[kind], 1, memory_order_relaxed);
+    atomic_fetch_add(&os->passive_epoch, 1);
+    /* refused connects: out from the first, for 1 s doubling with each;
+     * others: from the ROUTE_PASSIVE_RETRIES-th failure in a row */
+    unsigned past = kind == PASSIVE_CONNECT ? of_kind - 1 : failures - ROUTE_PASSIVE_RETRIES;
+    if ((kind != PASSIVE_CONNECT && failures < ROUTE_PASSIVE_RETRIES) ||
+        (kind != PASSIVE_CONNECT && ctx->snap->cfg->pools[pool].monitor_index >= 0))
+        return;
+    unsigned shift = past < 4 ? past : 4;
     uint64_t backoff = (uint64_t)PASSIVE_BACKOFF_MIN_MS << shift;
     if (backoff > PASSIVE_BACKOFF_MAX_MS)
         backoff = PASSIVE_BACKOFF_MAX_MS;
     atomic_store(&os->retry_after_ms, ctx->now_ms + backoff);
-    if (failures == 0)
+    if (atomic_exchange(&os->passive_out, true))
+        return; /* out already: it stays out longer, said once */
+    atomic_fetch_add_explicit(&os->passive_outs, 1, memory_order_relaxed);
+    if (kind == PASSIVE_CONNECT) {
         log_error("origin %s/%s unreachable (%s): not chosen for %llu ms, longer while it fails",
                   os->pool, os->name, strerror(err > 0 ? err : -err),
                   (unsigned long long)backoff);
+    } else {
+        char why[160];
+        route_passive_describe(os, why, sizeof(why));
+        log_error("origin %s/%s down: %s: not chosen for %llu ms, longer while it fails",
+                  os->pool, os->name, why, (unsigned long long)backoff);
+    }
 }
 
-void route_origin_succeeded(const struct route_ctx *ctx, size_t pool, size_t origin, int status)
+bool route_any_left(const struct route_ctx *ctx, const struct route_tried *tried)
+{
+    if (tried->n >= ROUTE_MAX_ATTEMPTS || ctx->lb < 0)
+        return false;
+    long pools[ROUTE_MAX_POOLS];
+    bool fallback_last;
+    size_t n = route_pool_order(ctx, pools, ROUTE_MAX_POOLS, &fallback_last, NULL);
+    for (size_t i = 0; i < n; i++) {
+        size_t p = (size_t)pools[i];
+        for (size_t o = 0; o < ctx->snap->cfg->pools[p].num_origins; o++)
+            if (route_origin_usable(ctx, p, o) && !already_tried(tried, p, o))
+                return true;
+    }
+    return false;
+}
+
+void route_origin_failed(const struct route_ctx *ctx, size_t pool, size_t origin, int err)
 {
     struct origin_shared *os = ctx->snap->pools[pool].origins[origin];
-    if (status >= 500) {
-        /* a passive failure too, with no backoff: health.c marks a monitored
-         * origin down when they reach its monitor's retries */
-        atomic_fetch_add_explicit(&os->passive_failures, 1, memory_order_relaxed);
+    STAT_ADD(ctx->origin_stats[os->id].connect_failures, 1);
+    record_failure(ctx, pool, origin, PASSIVE_CONNECT, err);
+}
+
+void route_origin_passive_failure(const struct route_ctx *ctx, size_t pool, size_t origin,
+                                  enum passive_kind kind)
+{
+    record_failure(ctx, pool, origin, kind, 0);
+}
+
+void route_origin_answered(const struct route_ctx *ctx, size_t pool, size_t origin, int status,
+                           unsigned epoch)
+{
+    struct origin_shared *os = ctx->snap->pools[pool].origins[origin];
+    if (status >= 500 && ctx->snap->cfg->pools[pool].passive_http_5xx) {
+        record_failure(ctx, pool, origin, PASSIVE_HTTP_5XX, 0);
         return;
     }
-    if (atomic_load_explicit(&os->passive_failures, memory_order_relaxed) == 0)
+    /* Any other answer shows the origin reachable (a 5xx too, unless the
+     * pool counts them) — but only for a request sent after the last
+     * failure: a response in flight from an origin just killed says nothing
+     * of now. */
+    if (atomic_load_explicit(&os->passive_failures, memory_order_relaxed) == 0 &&
+        !atomic_load_explicit(&os->passive_out, memory_order_relaxed))
+        return;
+    if (atomic_load(&os->passive_epoch) != epoch)
         return;
     atomic_store(&os->passive_failures, 0);
-    if (atomic_exchange(&os->retry_after_ms, 0) != 0)
+    for (unsigned k = 0; k < PASSIVE_KINDS; k++)
+        atomic_store_explicit(&os->passive_streak[k], 0, memory_order_relaxed);
+    atomic_store(&os->retry_after_ms, 0);
+    if (atomic_exchange(&os->passive_out, false)) {
+        atomic_fetch_add_explicit(&os->passive_backs, 1, memory_order_relaxed);
         log_error("origin %s/%s reachable again", os->pool, os->name);
+    }
+}
+
+size_t route_passive_describe(const struct origin_shared *os, char *buf, size_t size)
+{
+    static const char *const nouns[PASSIVE_KINDS][2] = {
+        [PASSIVE_CONNECT] = {"connect failure", "connect failures"},
+        [PASSIVE_RESET] = {"reset", "resets"},
+        [PASSIVE_TIMEOUT] = {"timeout", "timeouts"},
+        [PASSIVE_HTTP_5XX] = {"5xx answer", "5xx answers"},
+    };
+    unsigned failures = atomic_load(&os->passive_failures);
+    int n = snprintf(buf, size, "%u failure%s seen by live traffic", failures,
+                     failures == 1 ? "" : "s");
+    const char *sep = " (";
+    for (unsigned k = 0; k < PASSIVE_KINDS && n >= 0 && (size_t)n < size; k++) {
+        unsigned count = atomic_load_explicit(&os->passive_streak[k], memory_order_relaxed);
+        if (count == 0)
+            continue;
+        n += snprintf(buf + n, size - (size_t)n, "%s%u %s", sep, count,
+                      nouns[k][count != 1]);
+        sep = ", ";
+    }
+    if (*sep == ',' && n >= 0 && (size_t)n < size)
+        n += snprintf(buf + n, size - (size_t)n, ")");
+    return n < 0 ? 0 : (size_t)n < size ? (size_t)n : size - 1;
 }

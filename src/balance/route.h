@@ -29,6 +29,7 @@
 
 #include "balance/maglev.h"
 #include "balance/steer.h"
+#include "core/stats.h"
 
 struct snapshot;
 struct origin_stats;
@@ -95,17 +96,40 @@ size_t route_pool_order(const struct route_ctx *ctx, long *pools, size_t max,
 int route_choose(const struct route_ctx *ctx, struct route_tried *tried, long *pool,
                  long *origin, bool *fallback);
 
+/* Whether route_choose would find an origin not in `tried` (nothing chosen,
+ * no steering state moved). */
+bool route_any_left(const struct route_ctx *ctx, const struct route_tried *tried);
+
 /* Adds (pool, origin) to `tried` unless it is full; returns false when full. */
 bool route_tried_add(struct route_tried *tried, size_t pool, size_t origin);
 
+/* Without a monitor: consecutive failures other than refused connects that
+ * take an origin out (the default `retries` of a monitor). */
+#define ROUTE_PASSIVE_RETRIES 2
+
 /*
- * Passive health of origin (pool, origin) of ctx's snapshot: a failed connect
- * (err: errno, either sign) counts a failure and starts its backoff; an answer
- * with `status` either clears the count (below 500) or counts a failure
- * without backoff (5xx).
+ * Passive health of origin (pool, origin) of ctx's snapshot (SPEC §5):
+ *  - route_origin_failed: a failed connect (err: errno, either sign) counts a
+ *    failure and starts the origin's backoff at once;
+ *  - route_origin_passive_failure: a reset/close before a response or a
+ *    response timeout (or a 5xx, for route_origin_answered) counts a failure;
+ *    an origin without a monitor is taken out (backoff, logged with the kinds)
+ *    after ROUTE_PASSIVE_RETRIES in a row, a monitored one by health.c at
+ *    its monitor's retries;
+ *  - route_origin_answered: a complete response with `status` to a request
+ *    sent when the origin's passive_epoch was `epoch` (origin_shared): a 5xx counts as a failure when the pool's passive.http_5xx is
+ *    set; anything else ends the streak (and the backoff, "reachable again")
+ *    unless a failure was recorded since the request was sent.
  */
 void route_origin_failed(const struct route_ctx *ctx, size_t pool, size_t origin, int err);
-void route_origin_succeeded(const struct route_ctx *ctx, size_t pool, size_t origin,
-                            int status);
+void route_origin_passive_failure(const struct route_ctx *ctx, size_t pool, size_t origin,
+                                  enum passive_kind kind);
+void route_origin_answered(const struct route_ctx *ctx, size_t pool, size_t origin, int status,
+                           unsigned epoch);
+
+/* "3 failures seen by live traffic (2 timeouts, 1 reset)": the origin's
+ * current streak, into buf; returns its length. */
+struct origin_shared;
+size_t route_passive_describe(const struct origin_shared *os, char *buf, size_t size);
 
 #endif

@@ -972,11 +972,20 @@ static void origin_cb(struct walker *w, json_t *item, void *elem, void *ctx)
 static const char *const ORIGIN_STEERINGS[] = {"round_robin", "least_connections",
                                                "random", "hash", NULL};
 
+/* pools[].passive: what live traffic counts as an origin's failure. */
+static void walk_passive(struct walker *w, json_t *v, struct cfg_pool *p)
+{
+    static const char *const keys[] = {"http_5xx", NULL};
+    if (!want_object(w, v, keys))
+        return;
+    get_bool(w, v, "http_5xx", &p->passive_http_5xx);
+}
+
 /* ctx: the config (monitors already loaded). */
 static void pool_cb(struct walker *w, json_t *item, void *elem, void *ctx)
 {
     static const char *const keys[] = {"name", "monitor", "origin_steering",
-                                       "origins", NULL};
+                                       "origins", "passive", NULL};
     const struct config *cfg = ctx;
     struct cfg_pool *p = elem;
     p->monitor_index = -1;
@@ -994,6 +1003,12 @@ static void pool_cb(struct walker *w, json_t *item, void *elem, void *ctx)
     }
     if (get_enum(w, item, "origin_steering", ORIGIN_STEERINGS, &steering))
         p->origin_steering = (enum origin_steering)steering;
+    size_t mark;
+    json_t *passive = enter(w, item, "passive", false, &mark);
+    if (passive) {
+        walk_passive(w, passive, p);
+        leave(w, mark);
+    }
     p->origins = get_array(w, item, "origins", true, true, sizeof(*p->origins),
                            &p->num_origins, origin_cb, NULL);
     check_unique(w, "origins", p->origins, p->num_origins, sizeof(*p->origins),
@@ -1012,7 +1027,8 @@ static const char *const APP_COOKIE_MODES[] = {"prefix", "route", NULL};
 
 static void walk_app_cookie(struct walker *w, json_t *v, struct cfg_app_cookie *ac)
 {
-    static const char *const keys[] = {"name", "mode", "separator", NULL};
+    static const char *const keys[] = {"name", "mode", "separator", "url_parameter",
+                                       "issue", NULL};
     if (!want_object(w, v, keys))
         return;
     int mode;
@@ -1022,6 +1038,24 @@ static void walk_app_cookie(struct walker *w, json_t *v, struct cfg_app_cookie *
         ac->mode = (enum app_cookie_mode)mode;
     get_string(w, v, "separator", false, check_cookie_octets, &ac->separator);
     default_string(w, &ac->separator, ac->mode == APP_COOKIE_ROUTE ? "." : "~");
+    get_string(w, v, "url_parameter", false, check_token, &ac->url_parameter);
+    get_bool(w, v, "issue", &ac->issue);
+    if (ac->mode != APP_COOKIE_ROUTE) {
+        /* prefix mode rewrites the cookie; neither key has a meaning there */
+        if (json_object_get(v, "url_parameter"))
+            fail_at(w, "url_parameter", "only with mode \"route\"");
+        if (json_object_get(v, "issue"))
+            fail_at(w, "issue", "only with mode \"route\"");
+        free(ac->url_parameter);
+        ac->url_parameter = NULL;
+        ac->issue = false;
+    } else if (!ac->url_parameter && ac->name) {
+        /* Tomcat's ";jsessionid=" for JSESSIONID */
+        ac->url_parameter = dup_str(w, ac->name);
+        for (char *c = ac->url_parameter; c && *c; c++)
+            if (*c >= 'A' && *c <= 'Z')
+                *c = (char)(*c - 'A' + 'a');
+    }
 }
 
 static void walk_attributes(struct walker *w, json_t *v, struct cfg_affinity_attributes *a)
@@ -1465,6 +1499,34 @@ struct config *config_load_json(struct json_t *doc, const char *name,
 
 /* ------------------------------------------------------------------------ */
 /* Freeing and lookups.                                                     */
+
+/* ------------------------------------------------------------------------ */
+/* Warnings: valid settings that will likely not do what is meant.          */
+
+size_t config_warnings(const struct config *cfg, const char *name,
+                       struct config_errors *out)
+{
+    struct walker w;
+    walker_init(&w, name, out);
+    for (size_t i = 0; i < cfg->num_load_balancers; i++) {
+        const struct cfg_load_balancer *lb = &cfg->load_balancers[i];
+        const struct cfg_app_cookie *ac = &lb->attributes.app_cookie;
+        if (lb->session_affinity != AFFINITY_APP_COOKIE || !ac->present ||
+            ac->mode != APP_COOKIE_ROUTE || ac->issue)
+            continue;
+        char buf[72], path[96];
+        snprintf(path, sizeof(path), "load_balancers[%zu].session_affinity_attributes.app_cookie",
+                 i);
+        size_t mark = path_push_key(&w, path);
+        fail(&w, "warning: route mode routes on cookie \"%s\", which no origin is known to "
+             "set: without \"issue\": true, a client stays on one origin only when the "
+             "application sets that cookie with its route (Tomcat's jvmRoute)",
+             printable(buf, ac->name));
+        leave(&w, mark);
+    }
+    free(w.path);
+    return w.num_errors;
+}
 
 void config_errors_fini(struct config_errors *errs)
 {

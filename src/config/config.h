@@ -42,6 +42,15 @@ struct config *config_load_string(const char *json_text, const char *name,
 struct config *config_load_json(struct json_t *doc, const char *name,
                                 struct config_errors *errs);
 
+/*
+ * Settings that are valid but will likely not work as meant (a route-mode
+ * app_cookie that no origin is known to set), one message each in out as
+ * "NAME: PATH: warning: ..." (out freed with config_errors_fini()). Returns
+ * how many. `limpet -t` prints them and still exits 0.
+ */
+size_t config_warnings(const struct config *cfg, const char *name,
+                       struct config_errors *out);
+
 void config_errors_fini(struct config_errors *errs);
 
 #endif

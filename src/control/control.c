@@ -58,6 +58,11 @@ static void warn_about(const struct config *cfg)
                       "plain HTTP and browsers drop them; set secure to \"Always\"", i,
                       lb->name);
     }
+    struct config_errors warnings = {0};
+    config_warnings(cfg, cfg->path ? cfg->path : "config", &warnings);
+    for (size_t i = 0; i < warnings.count; i++)
+        log_error("%s", warnings.messages[i]);
+    config_errors_fini(&warnings);
 }
 
 int control_apply_config(struct control *ctl, struct config *cfg, char *err, size_t err_size)

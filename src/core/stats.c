@@ -24,6 +24,17 @@ const char *affinity_reason_name(enum affinity_reason r)
     return (unsigned)r < REASON_COUNT ? names[r] : "unknown";
 }
 
+const char *passive_kind_name(enum passive_kind k)
+{
+    static const char *const names[PASSIVE_KINDS] = {
+        [PASSIVE_CONNECT] = "connect",
+        [PASSIVE_RESET] = "reset",
+        [PASSIVE_TIMEOUT] = "timeout",
+        [PASSIVE_HTTP_5XX] = "http_5xx",
+    };
+    return (unsigned)k < PASSIVE_KINDS ? names[k] : "unknown";
+}
+
 unsigned stats_duration_bucket(double seconds)
 {
     for (unsigned i = 0; i < DURATION_BUCKETS; i++)

@@ -41,6 +41,17 @@ enum affinity_reason {
 };
 const char *affinity_reason_name(enum affinity_reason r);
 
+/* What live traffic counts as an origin's failure (SPEC §5 passive checks). */
+enum passive_kind {
+    PASSIVE_CONNECT,              /* connect refused or timed out */
+    PASSIVE_RESET,                /* connection reset or closed before a response */
+    PASSIVE_TIMEOUT,              /* no response within timeouts.server */
+    PASSIVE_HTTP_5XX,             /* a 5xx answer (pools[].passive.http_5xx only) */
+    PASSIVE_KINDS
+};
+/* "connect", "reset", "timeout", "http_5xx" (the metrics label). */
+const char *passive_kind_name(enum passive_kind k);
+
 /* Status classes: [0] no response (aborted), [1] 1xx … [5] 5xx. */
 #define STATUS_CLASSES 6
 

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "balance/route.h"
 #include "control/snapshot_build.h"
 #include "control/control.h"
 #include "core/log.h"
@@ -79,6 +80,8 @@ static void set_verdict(struct monitored *m, bool up, const char *reason)
     atomic_store(&os->healthy, up);
     if (up) {
         atomic_store(&os->passive_failures, 0);
+        for (unsigned k = 0; k < PASSIVE_KINDS; k++)
+            atomic_store(&os->passive_streak[k], 0);
         atomic_store(&os->retry_after_ms, 0);
         m->went_up++;
         log_error("origin %s/%s up", os->pool, os->name);
@@ -152,8 +155,8 @@ static void passive_scan_cb(struct loop *loop, struct timer *t)
             continue;
         m->counts = (struct health_counts){.up = false};
         m->passive_downs++;
-        snprintf(m->last_failure, sizeof(m->last_failure),
-                 "%u failures seen by live traffic", failures);
+        /* which failures took it down: "3 failures seen by live traffic (2 timeouts, 1 reset)" */
+        route_passive_describe(m->os, m->last_failure, sizeof(m->last_failure));
         set_verdict(m, false, m->last_failure);
     }
     arm(h, t, PASSIVE_SCAN_MS);

@@ -14,13 +14,16 @@
  * `rise` consecutive successes, so a check alternating pass/fail never flips
  * an origin. Until its first check completes an origin counts as healthy.
  *
- * Passive checks: workers count connect failures and resets (and 5xx
- * answers) of live traffic in origin_shared->passive_failures without telling
- * anyone. A 100 ms timer on the control loop scans the monitored origins and
- * marks one down when that count reaches its monitor's `retries`; the monitor
- * brings it back after `rise` successes. The hot path is untouched: workers
- * only do the atomic increment they already did. Origins without a monitor
- * are never marked down here (route.c's connect backoff covers them).
+ * Passive checks: workers count connect failures, resets or closes before a
+ * response and response timeouts (and 5xx answers, with the pool's
+ * passive.http_5xx) of live traffic in origin_shared->passive_failures, by
+ * kind too, without telling anyone (balance/route.c). A 100 ms timer on the
+ * control loop scans the monitored origins and marks one down when that
+ * count reaches its monitor's `retries`, logging the kinds ("3 failures seen
+ * by live traffic (2 timeouts, 1 reset)"); the monitor brings it back after
+ * `rise` successes. The hot path is untouched: workers only do the atomic
+ * increments of a failure. Origins without a monitor are never marked down
+ * here: route.c's backoff takes them out and brings them back.
  *
  * A change is stored in origin_shared->healthy at once (workers read it on
  * every routing decision), logged to stderr ("origin app/s2 down: connect:
@@ -74,7 +77,7 @@ struct health_origin_stats {
 /*
  * Fills st for an origin of the last synced snapshot. Returns false when the
  * origin is not monitored (its pool names no monitor): it is then healthy
- * unless live traffic fails to connect (route.c backoff). Counters start when
+ * unless live traffic fails to reach it (route.c backoff). Counters start when
  * monitoring starts and are kept across reloads. Strings stay valid until the
  * next health_sync().
  */

@@ -215,7 +215,12 @@ static enum failure_action exchange_failure_decide(struct client *c, enum origin
     case FAIL_SHORTAGE:
         return ACT_ANSWER_503; /* limpet's own shortage, not the origin's fault */
     case FAIL_CONNECT:
-        return affinity_failover(&rc, &ex->aff) ? ACT_RETRY_ELSEWHERE : ACT_ANSWER_502;
+        if (affinity_failover(&rc, &ex->aff))
+            return ACT_RETRY_ELSEWHERE;
+        /* zero_downtime_failover "none": the session may not go elsewhere. 502
+         * (its origin failed) while another origin could serve; 503 when none
+         * could: nothing reached an application (SPEC §5) */
+        return route_any_left(&rc, &ex->aff.tried) ? ACT_ANSWER_502 : ACT_ANSWER_503;
     case FAIL_BROKEN:
         if (may_replay(c)) {
             if (ex->oc && ex->oc->reused)
@@ -265,8 +270,15 @@ static enum step origin_failure(struct client *c, enum origin_failure kind, int 
     if (kind == FAIL_CONNECT) {
         route_origin_failed(&rc, pool, origin, err);
         ex->connect_failed_any = true;
-    } else if (kind == FAIL_BROKEN && action == ACT_RETRY_ELSEWHERE) {
-        route_origin_failed(&rc, pool, origin, ECONNRESET);
+    } else if (kind == FAIL_BROKEN && action != ACT_RETRY_FRESH) {
+        /* A reused connection closed before anything came back is the usual
+         * keep-alive race (retried fresh, or 502 when it may not be), not
+         * the origin's failure; otherwise a reset or close before the
+         * response is a passive failure (SPEC §5). */
+        bool stale = ex->oc && ex->oc->reused && !ex->resp_any_byte;
+        if (!stale && ex->resp_state == RESP_WAIT_HEAD)
+            route_origin_passive_failure(&rc, pool, origin, PASSIVE_RESET);
+        ex->reached_origin = true;
     }
     switch (action) {
     case ACT_RETRY_FRESH:
@@ -312,7 +324,7 @@ static enum step connect_origin(struct client *c)
     struct exchange *ex = c->ex;
     if (ex->attempts > 0 && reroute(c) < 0) {
         /* nothing left to try: 503 when no origin even took a connection */
-        client_send_error(c, ex->connect_failed_any ? 503 : 502);
+        client_send_error(c, ex->reached_origin ? 502 : 503);
         return STEP_PROGRESS;
     }
     ex->attempts++;
@@ -411,6 +423,9 @@ static enum step send_request(struct client *c)
         if (ex->req_state == REQ_HEAD || ready > 0) {
             if (!oc->writable)
                 break;
+            if (ex->req_sent_on_conn == 0) /* only an answer to what follows is a recovery */
+                ex->passive_epoch = atomic_load(
+                    &ex->use->snap->pools[ex->aff.pool].origins[ex->aff.origin]->passive_epoch);
             bool head_done;
             size_t body_written;
             ssize_t n = send_head_and_body(oc->io.fd, &oc->writable, ex->req_iov, ex->req_iov_n,
@@ -465,16 +480,27 @@ static enum step send_request(struct client *c)
     return result;
 }
 
-/* The Set-Cookie field limpet adds to the response (into ex->resp_extra). */
+/* The Set-Cookie field limpet adds to the response (into ex->resp_extra):
+ * its own cookie, or the route cookie of app_cookie route mode with "issue"
+ * (NAME=<separator><route>, Apache's ROUTEID=.<route>). */
 static size_t format_set_cookie(struct client *c)
 {
     struct exchange *ex = c->ex;
-    if (!ex->aff.set_cookie || ex->aff.reason == REASON_FAILOVER_TEMPORARY)
+    if (ex->aff.reason == REASON_FAILOVER_TEMPORARY)
         return 0;
     const struct snapshot *s = ex->use->snap;
-    int n = snprintf(ex->resp_extra, sizeof(ex->resp_extra), "Set-Cookie: %s=%s%s\r\n",
-                     s->cfg->load_balancers[ex->lb].attributes.cookie_name, ex->aff.cookie_value,
+    const struct cfg_affinity_attributes *a = &s->cfg->load_balancers[ex->lb].attributes;
+    int n;
+    if (ex->aff.set_cookie)
+        n = snprintf(ex->resp_extra, sizeof(ex->resp_extra), "Set-Cookie: %s=%s%s\r\n",
+                     a->cookie_name, ex->aff.cookie_value, s->aff->lbs[ex->lb].cookie_attrs);
+    else if (ex->aff.set_route_cookie)
+        n = snprintf(ex->resp_extra, sizeof(ex->resp_extra), "Set-Cookie: %s=%s%s%s\r\n",
+                     a->app_cookie.name, a->app_cookie.separator,
+                     s->cfg->pools[ex->aff.pool].origins[ex->aff.origin].route,
                      s->aff->lbs[ex->lb].cookie_attrs);
+    else
+        return 0;
     return n > 0 && (size_t)n < sizeof(ex->resp_extra) ? (size_t)n : 0;
 }
 
@@ -705,7 +731,8 @@ static enum step finish_exchange(struct client *c)
     struct exchange *ex = c->ex;
     client_log_exchange(c, ex->status);
     struct route_ctx rc = exchange_route_ctx(c);
-    route_origin_succeeded(&rc, (size_t)ex->aff.pool, (size_t)ex->aff.origin, ex->status);
+    route_origin_answered(&rc, (size_t)ex->aff.pool, (size_t)ex->aff.origin, ex->status,
+                          ex->passive_epoch);
     bool origin_reusable = ex->resp_keep_alive && ex->req_state == REQ_DONE &&
                            !ex->resp_body.eof;
     c->requests++;
@@ -810,6 +837,9 @@ enum step exchange_timeout(struct client *c)
     if (ex->oc && ex->oc->state == OC_CONNECTING)
         return origin_failure(c, FAIL_CONNECT, -ETIMEDOUT);
     if (waiting_on_origin(c) && ex->resp_state < RESP_BODY) {
+        struct route_ctx rc = exchange_route_ctx(c); /* a passive failure (SPEC §5) */
+        route_origin_passive_failure(&rc, (size_t)ex->aff.pool, (size_t)ex->aff.origin,
+                                     PASSIVE_TIMEOUT);
         client_send_error(c, 504);
         return STEP_PROGRESS;
     }

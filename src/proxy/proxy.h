@@ -120,6 +120,10 @@ struct exchange {
     long lb;                        /* load balancer index in use->snap */
     unsigned attempts;              /* origin connections tried for this request */
     bool connect_failed_any;        /* some origin refused or timed out */
+    bool reached_origin;            /* some origin took a connection and then failed:
+                                     * 502, not 503, when nothing is left to try */
+    unsigned passive_epoch;         /* the origin's passive epoch when the request was
+                                     * first written to it (route_origin_answered) */
     bool fresh_conn_only;           /* a reused connection failed: use a new one */
     struct origin_conn *oc;
     uint64_t connect_start_ms;

@@ -17,6 +17,7 @@ static void free_attributes(struct cfg_affinity_attributes *a)
     free(a->headers);
     free(a->app_cookie.name);
     free(a->app_cookie.separator);
+    free(a->app_cookie.url_parameter);
 }
 
 void config_free(struct config *cfg)

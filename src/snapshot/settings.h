@@ -118,6 +118,7 @@ struct cfg_pool {
     enum origin_steering origin_steering;
     struct cfg_origin *origins;
     size_t num_origins;         /* at least 1 */
+    bool passive_http_5xx;      /* "passive": {"http_5xx"}: 5xx answers count as failures */
 };
 
 struct cfg_app_cookie {
@@ -125,6 +126,9 @@ struct cfg_app_cookie {
     char *name;                 /* e.g. "JSESSIONID" */
     enum app_cookie_mode mode;  /* default prefix */
     char *separator;            /* default "~" for prefix, "." for route */
+    char *url_parameter;        /* route mode: path parameter ";NAME=value"; default
+                                 * the cookie name in lower case (NULL in prefix mode) */
+    bool issue;                 /* route mode: limpet sets NAME=<separator><route> */
 };
 
 struct cfg_affinity_attributes {

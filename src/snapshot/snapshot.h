@@ -52,6 +52,13 @@ struct origin_shared {
     atomic_ullong drain_started_ms; /* monotonic ms when draining began; 0: not draining */
     atomic_uint passive_failures;   /* consecutive failures seen by live traffic */
     atomic_ullong retry_after_ms;   /* passive backoff: not chosen before (monotonic ms) */
+    /* Passive checks (balance/route.c; zero from calloc): */
+    atomic_uint passive_streak[PASSIVE_KINDS];   /* passive_failures by kind */
+    atomic_ullong passive_total[PASSIVE_KINDS];  /* every failure since start, by kind */
+    atomic_uint passive_epoch;      /* + 1 at every failure: only an answer to a request
+                                     * sent after the last one is a recovery */
+    atomic_bool passive_out;        /* no monitor: live traffic took it out (logged) */
+    atomic_ullong passive_outs, passive_backs;  /* no monitor: times out / back (metrics) */
     bool drain_end_logged;          /* control thread: the end of this drain was logged */
 };
 

@@ -210,15 +210,20 @@ def test_killed_origin_leaves_through_passive_checks(limpet, demo_origins):
     while not health_lines(lp, "demo2"):
         assert served(lp) == ["demo1"] * 4
         assert time.monotonic() - t0 < 4, lp.stderr_text()
-    wait_log(lp, r"origin app/demo2 down: \d+ failures seen by live traffic", 1)
+    wait_log(lp, r"origin app/demo2 down: (\d+) failures seen by live traffic "
+                 r"\(\1 connect failures\)", 1)        # the kinds are named (issue 11)
     assert "connect: Connection refused" not in "".join(health_lines(lp, "demo2"))
     for _ in range(5):
         assert served(lp) == ["demo1"] * 4
 
 
 def test_5xx_answers_mark_down_and_monitor_brings_back(limpet, origin):
+    """With pools[].passive.http_5xx (issue 11: 5xx answers count only when
+    the pool asks for it; test_routes_and_passive.py checks the default)."""
     a, b = Flip(origin("a")), Flip(origin("b"))
-    lp = limpet(monitored_config([a, b], interval=0.4))
+    cfg = monitored_config([a, b], interval=0.4)
+    cfg["pools"][0]["passive"] = {"http_5xx": True}
+    lp = limpet(cfg)
     b.live_status = 500
     statuses = []
     t0 = time.monotonic()
@@ -226,7 +231,7 @@ def test_5xx_answers_mark_down_and_monitor_brings_back(limpet, origin):
         statuses.append(http_request(lp.port, "GET", "/x").status)
         assert time.monotonic() - t0 < 3, lp.stderr_text()
         time.sleep(0.02)
-    wait_log(lp, r"origin app/b down: \d+ failures seen by live traffic", 1)
+    wait_log(lp, r"origin app/b down: \d+ failures seen by live traffic \(\d+ 5xx answers\)", 1)
     assert statuses.count(500) >= RETRIES
     assert all(c[1] for c in b.checks)          # its monitor never failed
     assert served(lp, 4) == ["a"] * 4

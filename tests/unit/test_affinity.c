@@ -49,6 +49,17 @@ static int decide(struct env *e, const char *headers, struct affinity_decision *
     return decide_on(e, headers, d);
 }
 
+/* Decides "GET target" carrying `headers` on a new connection. */
+static int decide_target(struct env *e, const char *target, const char *headers,
+                         struct affinity_decision *d)
+{
+    e->pin = (struct affinity_pin){0};
+    int n = snprintf(req_text, sizeof(req_text), "GET %s HTTP/1.1\r\nHost: t\r\n%s\r\n",
+                     target, headers);
+    assert_int_equal(h1_parse_request(req_text, (size_t)n, 16384, &req), n);
+    return affinity_decide(&e->ctx, e->tokens, &e->pin, &req, d);
+}
+
 /* "Cookie: name=value\r\n" (one static buffer). */
 static const char *cookie(const char *name, const char *value)
 {
@@ -734,6 +745,174 @@ static void test_app_cookie_route(void **state)
     env_fini(&e);
 }
 
+#define POOL_ROUTES \
+    "{'name':'app','origins':[{'name':'o1','address':'127.0.0.1:9001'}," \
+    "{'name':'o2','address':'127.0.0.1:9002','route':'node2'}," \
+    "{'name':'o3','address':'127.0.0.1:9003'}]}"
+
+/* route mode: the value may come from a path parameter (Tomcat's
+ * ";jsessionid="), used when no cookie names a route. */
+static void test_app_cookie_route_url_parameter(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e, env_snapshot(POOL_ROUTES,
+        WITH_ATTRS("app_cookie", "'app_cookie':{'name':'JSESSIONID','mode':'route'}"), ""));
+    struct affinity_decision d;
+    static const struct { const char *target, *origin; } cases[] = {
+        {"/index.jsp;jsessionid=ABCDEF.node2", "o2"},
+        {"/index.jsp;jsessionid=ABCDEF.node2?a=1&b=2", "o2"},
+        {"/shop/cart;jsessionid=X.Y.o3", "o3"},
+        {"/a;jsessionid=ABC.o1/b.jsp", "o1"},               /* in an inner segment */
+        {"/x;v=1;jsessionid=ABC.node2;w=2", "o2"},          /* among other parameters */
+        {"/index.jsp;jsessionid=ABCDEF.o2", NULL},          /* o2's route is node2 */
+        {"/index.jsp;jsessionid=", NULL},
+        {"/index.jsp;jsessionid=ABCDEF", NULL},
+        {"/index.jsp?jsessionid=ABCDEF.node2", NULL},       /* a query, not a path parameter */
+        {"/index.jsp;JSESSIONID=ABCDEF.node2", NULL},       /* names are exact */
+        {"/index.jsp;xjsessionid=ABCDEF.node2", NULL},
+        {"/jsessionid=ABCDEF.node2", NULL},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        assert_int_equal(decide_target(&e, cases[i].target, "", &d), 0);
+        if (!cases[i].origin) {
+            assert_reason(&d, "new");
+            continue;
+        }
+        assert_reason(&d, "hit");
+        assert_string_equal(origin_of(&e, &d), cases[i].origin);
+        assert_true(d.session_hash != 0);
+        assert_null(d.app_cookie);                 /* nothing rewritten */
+        assert_false(d.set_route_cookie);
+    }
+    /* a cookie naming a route wins over the path; one naming none does not */
+    assert_int_equal(decide_target(&e, "/p;jsessionid=A.node2", cookie("JSESSIONID", "B.o3"),
+                                   &d), 0);
+    assert_string_equal(origin_of(&e, &d), "o3");
+    assert_int_equal(decide_target(&e, "/p;jsessionid=A.node2", cookie("JSESSIONID", "B"), &d),
+                     0);
+    assert_reason(&d, "hit");
+    assert_string_equal(origin_of(&e, &d), "o2");
+    env_fini(&e);
+
+    /* another parameter name */
+    env_init(&e, env_snapshot(POOL_ROUTES, WITH_ATTRS("app_cookie",
+        "'app_cookie':{'name':'JSESSIONID','mode':'route','url_parameter':'sid'}"), ""));
+    assert_int_equal(decide_target(&e, "/p;sid=A.node2", "", &d), 0);
+    assert_string_equal(origin_of(&e, &d), "o2");
+    assert_reason(&d, "hit");
+    assert_int_equal(decide_target(&e, "/p;jsessionid=A.o3", "", &d), 0);
+    assert_reason(&d, "new");
+    env_fini(&e);
+}
+
+/* Quoted cookie values are read without their quotes. */
+static void test_app_cookie_route_quoted(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e, env_snapshot(POOL_ROUTES,
+        WITH_ATTRS("app_cookie", "'app_cookie':{'name':'JSESSIONID','mode':'route'}"), ""));
+    struct affinity_decision d, plain;
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(decide(&e, cookie("JSESSIONID", "\"X.node2\""), &d), 0);
+        assert_reason(&d, "hit");
+        assert_string_equal(origin_of(&e, &d), "o2");
+    }
+    assert_int_equal(decide(&e, "Cookie: a=1; JSESSIONID=\"9CA0.o3\"; b=2\r\n", &d), 0);
+    assert_reason(&d, "hit");
+    assert_string_equal(origin_of(&e, &d), "o3");
+    /* same session as the unquoted value */
+    assert_int_equal(decide(&e, cookie("JSESSIONID", "X.node2"), &plain), 0);
+    assert_int_equal(decide(&e, cookie("JSESSIONID", "\"X.node2\""), &d), 0);
+    assert_true(d.session_hash == plain.session_hash);
+    assert_int_equal(decide(&e, cookie("JSESSIONID", "\"\""), &d), 0);
+    assert_reason(&d, "new");
+    env_fini(&e);
+}
+
+/* "issue": limpet sets NAME=.<route> when the request had no valid route or
+ * its origin changed; never on a hit, never under temporary failover. */
+static void test_app_cookie_route_issue(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e, env_snapshot(POOL_ROUTES, WITH_ATTRS("app_cookie",
+        "'app_cookie':{'name':'ROUTEID','mode':'route','issue':true}"), ""));
+    struct affinity_decision d;
+    char value[64];
+
+    assert_int_equal(decide(&e, "", &d), 0);         /* no route: new, cookie issued */
+    assert_reason(&d, "new");
+    assert_true(d.set_route_cookie);
+    assert_false(d.set_cookie);                      /* not limpet's own cookie */
+    assert_null(d.strip_cookie);
+    long first = d.origin;
+    for (int i = 0; i < 3; i++) {                    /* same connection, cookie not back yet */
+        assert_int_equal(decide_on(&e, "", &d), 0);
+        assert_int_equal(d.origin, first);
+        assert_true(d.set_route_cookie);
+    }
+    snprintf(value, sizeof(value), ".%s", e.snap->cfg->pools[0].origins[first].route);
+    for (int i = 0; i < 20; i++) {                   /* the cookie back: hits, nothing set */
+        assert_int_equal(decide(&e, cookie("ROUTEID", value), &d), 0);
+        assert_reason(&d, "hit");
+        assert_int_equal(d.origin, first);
+        assert_false(d.set_route_cookie);
+    }
+    assert_int_equal(decide(&e, cookie("ROUTEID", ".node2"), &d), 0);
+    assert_string_equal(origin_of(&e, &d), "o2");
+    assert_false(d.set_route_cookie);
+    assert_int_equal(decide(&e, cookie("ROUTEID", ".gone"), &d), 0);   /* no valid route */
+    assert_reason(&d, "new");
+    assert_true(d.set_route_cookie);
+    assert_int_equal(decide_target(&e, "/x;routeid=.o3", "", &d), 0); /* url_parameter */
+    assert_reason(&d, "hit");
+    assert_string_equal(origin_of(&e, &d), "o3");
+    assert_false(d.set_route_cookie);
+
+    set_healthy(&e, "o2", false);                    /* its origin changed */
+    assert_int_equal(decide(&e, cookie("ROUTEID", ".node2"), &d), 0);
+    assert_reason(&d, "reassigned:unhealthy");
+    assert_string_not_equal(origin_of(&e, &d), "o2");
+    assert_true(d.set_route_cookie);
+    env_fini(&e);
+
+    /* connect failure of the pinned origin: sticky moves the cookie to
+     * wherever the request lands; temporary leaves it alone */
+    env_init(&e, env_snapshot(POOL_ROUTES, WITH_ATTRS("app_cookie",
+        "'app_cookie':{'name':'ROUTEID','mode':'route','issue':true},"
+        "'zero_downtime_failover':'sticky'"), ""));
+    assert_int_equal(decide(&e, cookie("ROUTEID", ".o1"), &d), 0);
+    assert_reason(&d, "hit");
+    assert_true(affinity_failover(&e.ctx, &d));
+    assert_int_equal(affinity_reroute(&e.ctx, e.tokens, &d), 0);
+    assert_reason(&d, "failover:sticky");
+    assert_string_not_equal(origin_of(&e, &d), "o1");
+    assert_true(d.set_route_cookie);
+    assert_false(d.set_cookie);
+    env_fini(&e);
+    env_init(&e, env_snapshot(POOL_ROUTES, WITH_ATTRS("app_cookie",
+        "'app_cookie':{'name':'ROUTEID','mode':'route','issue':true},"
+        "'zero_downtime_failover':'temporary'"), ""));
+    assert_int_equal(decide(&e, cookie("ROUTEID", ".o1"), &d), 0);
+    assert_true(affinity_failover(&e.ctx, &d));
+    assert_int_equal(affinity_reroute(&e.ctx, e.tokens, &d), 0);
+    assert_reason(&d, "failover:temporary");
+    assert_false(d.set_route_cookie);
+    env_fini(&e);
+
+    /* without "issue" limpet never sets it */
+    env_init(&e, env_snapshot(POOL_ROUTES,
+        WITH_ATTRS("app_cookie", "'app_cookie':{'name':'ROUTEID','mode':'route'}"), ""));
+    assert_int_equal(decide(&e, "", &d), 0);
+    assert_reason(&d, "new");
+    assert_false(d.set_route_cookie);
+    assert_int_equal(decide(&e, cookie("ROUTEID", ".gone"), &d), 0);
+    assert_false(d.set_route_cookie);
+    env_fini(&e);
+}
+
 /* ------------------------------------------------------------------------ */
 /* per-connection pin                                                       */
 
@@ -859,6 +1038,9 @@ int main(void)
         cmocka_unit_test(test_header_require_all_headers),
         cmocka_unit_test(test_app_cookie_prefix),
         cmocka_unit_test(test_app_cookie_route),
+        cmocka_unit_test(test_app_cookie_route_url_parameter),
+        cmocka_unit_test(test_app_cookie_route_quoted),
+        cmocka_unit_test(test_app_cookie_route_issue),
         cmocka_unit_test(test_connection_pin),
         cmocka_unit_test(test_retry_stays_on_exchange_snapshot),
     };

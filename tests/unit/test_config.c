@@ -310,6 +310,104 @@ static void test_app_cookie_separator_defaults(void **state)
                 "must be non-empty, without spaces, control characters, '\"', ',', ';' or '\\'");
 }
 
+/* app_cookie route mode: url_parameter (default the lower-cased cookie
+ * name), issue; neither in prefix mode. */
+static void test_app_cookie_url_parameter_and_issue(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(WITH_LB("'session_affinity_attributes': {'app_cookie':"
+                                         " {'name': 'JSESSIONID', 'mode': 'route'}}"));
+    const struct cfg_app_cookie *ac = &cfg->load_balancers[0].attributes.app_cookie;
+    assert_string_equal(ac->url_parameter, "jsessionid");
+    assert_false(ac->issue);
+    config_free(cfg);
+    cfg = load_ok(WITH_LB("'session_affinity_attributes': {'app_cookie': {'name': 'ROUTEID',"
+                          " 'mode': 'route', 'issue': true, 'url_parameter': 'Route_ID'}}"));
+    ac = &cfg->load_balancers[0].attributes.app_cookie;
+    assert_string_equal(ac->url_parameter, "Route_ID");
+    assert_true(ac->issue);
+    config_free(cfg);
+    cfg = load_ok(WITH_LB("'session_affinity_attributes': {'app_cookie': {'name': 'SID'}}"));
+    assert_null(cfg->load_balancers[0].attributes.app_cookie.url_parameter);
+    config_free(cfg);
+
+#define AC "t.json: load_balancers[0].session_affinity_attributes.app_cookie."
+    EXPECT_ONLY(WITH_LB("'session_affinity_attributes': {'app_cookie': {'name': 'SID',"
+                        " 'mode': 'route', 'issue': 'yes', 'url_parameter': ''}}"),
+                AC "url_parameter: must be a non-empty token of letters, digits and "
+                "!#$%&'*+-.^_`|~",
+                AC "issue: must be true or false");
+    EXPECT_ONLY(WITH_LB("'session_affinity_attributes': {'app_cookie': {'name': 'SID',"
+                        " 'mode': 'route', 'url_parameter': 'a=b'}}"),
+                AC "url_parameter: must be a non-empty token of letters, digits and "
+                "!#$%&'*+-.^_`|~");
+    EXPECT_ONLY(WITH_LB("'session_affinity_attributes': {'app_cookie': {'name': 'SID',"
+                        " 'issue': true, 'url_parameter': 'sid'}}"),
+                AC "url_parameter: only with mode \"route\"",
+                AC "issue: only with mode \"route\"");
+    EXPECT_ONLY(WITH_LB("'session_affinity_attributes': {'app_cookie': {'name': 'SID',"
+                        " 'mode': 'route', 'isue': true}}"),
+                AC "isue: unknown key (did you mean \"issue\"?)");
+#undef AC
+}
+
+/* pools[].passive: an object with http_5xx, a boolean (default false). */
+static void test_pool_passive(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(MINIMAL);
+    assert_false(cfg->pools[0].passive_http_5xx);
+    config_free(cfg);
+    cfg = load_ok(WITH_POOL("'passive': {'http_5xx': true}"));
+    assert_true(cfg->pools[0].passive_http_5xx);
+    config_free(cfg);
+    cfg = load_ok(WITH_POOL("'passive': {}"));
+    assert_false(cfg->pools[0].passive_http_5xx);
+    config_free(cfg);
+    EXPECT_ONLY(WITH_POOL("'passive': {'http_5xx': 1}"),
+                "t.json: pools[0].passive.http_5xx: must be true or false");
+    EXPECT_ONLY(WITH_POOL("'passive': true"), "t.json: pools[0].passive: must be an object");
+    EXPECT_ONLY(WITH_POOL("'passive': {'http_5xx': false, 'timeouts': true}"),
+                "t.json: pools[0].passive.timeouts: unknown key");
+    EXPECT_ONLY(WITH_POOL("'pasive': {}"),
+                "t.json: pools[0].pasive: unknown key (did you mean \"passive\"?)");
+}
+
+/* Warnings: a route-mode app_cookie that nothing is known to set. */
+static void test_warnings(void **state)
+{
+    (void)state;
+    struct config_errors w;
+    struct config *cfg = load_ok(WITH_LB("'session_affinity': 'app_cookie',"
+        "'session_affinity_attributes': {'app_cookie': {'name': 'ROUTEID', 'mode': 'route'}}"));
+    assert_int_equal(config_warnings(cfg, "t.json", &w), 1);
+    assert_int_equal(w.count, 1);
+    assert_string_equal(w.messages[0],
+        "t.json: load_balancers[0].session_affinity_attributes.app_cookie: warning: route "
+        "mode routes on cookie \"ROUTEID\", which no origin is known to set: without "
+        "\"issue\": true, a client stays on one origin only when the application sets that "
+        "cookie with its route (Tomcat's jvmRoute)");
+    config_errors_fini(&w);
+    config_free(cfg);
+
+    static const char *const quiet[] = {
+        MINIMAL,
+        WITH_LB("'session_affinity': 'app_cookie', 'session_affinity_attributes':"
+                " {'app_cookie': {'name': 'ROUTEID', 'mode': 'route', 'issue': true}}"),
+        WITH_LB("'session_affinity': 'app_cookie', 'session_affinity_attributes':"
+                " {'app_cookie': {'name': 'JSESSIONID', 'mode': 'prefix'}}"),
+        WITH_LB("'session_affinity': 'cookie', 'session_affinity_attributes':"
+                " {'app_cookie': {'name': 'JSESSIONID', 'mode': 'route'}}"),
+    };
+    for (size_t i = 0; i < sizeof(quiet) / sizeof(quiet[0]); i++) {
+        cfg = load_ok(quiet[i]);
+        assert_int_equal(config_warnings(cfg, "t.json", &w), 0);
+        assert_int_equal(w.count, 0);
+        config_errors_fini(&w);
+        config_free(cfg);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* Files.                                                                   */
 
@@ -969,6 +1067,9 @@ int main(void)
         cmocka_unit_test(test_full_good_config),
         cmocka_unit_test(test_minimal_config_defaults),
         cmocka_unit_test(test_app_cookie_separator_defaults),
+        cmocka_unit_test(test_app_cookie_url_parameter_and_issue),
+        cmocka_unit_test(test_pool_passive),
+        cmocka_unit_test(test_warnings),
         cmocka_unit_test(test_temp_file_round_trip),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_syntax_error_line_col),

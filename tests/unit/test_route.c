@@ -94,14 +94,101 @@ static void test_passive_backoff(void **state)
     assert_true(route_origin_usable(&e.ctx, p, o));
     assert_int_equal(atomic_load(&e.stats[os->id].connect_failures), 2);
 
-    route_origin_succeeded(&e.ctx, p, o, 503); /* a failure too, without backoff */
+    /* an answer to a request sent before the last failure is no recovery */
+    unsigned before = atomic_load(&os->passive_epoch);
+    route_origin_failed(&e.ctx, p, o, ECONNREFUSED);
+    route_origin_answered(&e.ctx, p, o, 200, before);
     assert_int_equal(atomic_load(&os->passive_failures), 3);
-    route_origin_succeeded(&e.ctx, p, o, 200);
+    assert_true(atomic_load(&os->passive_out));
+    assert_true(atomic_load(&os->retry_after_ms) != 0);
+    /* without passive.http_5xx a 5xx is an answer like any other (SPEC §5) */
+    route_origin_answered(&e.ctx, p, o, 503, atomic_load(&os->passive_epoch));
     assert_int_equal(atomic_load(&os->passive_failures), 0);
     assert_int_equal(atomic_load(&os->retry_after_ms), 0);
+    assert_false(atomic_load(&os->passive_out));
+    assert_int_equal(atomic_load(&os->passive_outs), 1);
+    assert_int_equal(atomic_load(&os->passive_backs), 1);
+    assert_int_equal(atomic_load(&os->passive_total[PASSIVE_CONNECT]), 3);
 
     atomic_store(&os->healthy, false);         /* health counts as well */
     assert_false(route_origin_usable(&e.ctx, p, o));
+    env_fini(&e);
+}
+
+/* Without a monitor: resets, timeouts (and 5xx with passive.http_5xx) take
+ * an origin out after ROUTE_PASSIVE_RETRIES in a row; the description names
+ * the kinds. */
+static void test_passive_kinds_without_monitor(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e, env_snapshot(POOL_APP, LB_APP, ""));
+    size_t p, o;
+    struct origin_shared *os = env_origin(&e, "app", "o1", &p, &o);
+    for (int i = 0; i < 6; i++)                /* 5xx not counted by default */
+        route_origin_answered(&e.ctx, p, o, 500, atomic_load(&os->passive_epoch));
+    assert_int_equal(atomic_load(&os->passive_failures), 0);
+    assert_true(route_origin_usable(&e.ctx, p, o));
+
+    route_origin_passive_failure(&e.ctx, p, o, PASSIVE_TIMEOUT);
+    assert_true(route_origin_usable(&e.ctx, p, o));   /* one is not enough */
+    route_origin_passive_failure(&e.ctx, p, o, PASSIVE_RESET);
+    assert_false(route_origin_usable(&e.ctx, p, o));
+    assert_true(atomic_load(&os->passive_out));
+    char why[160];
+    route_passive_describe(os, why, sizeof(why));
+    assert_string_equal(why, "2 failures seen by live traffic (1 reset, 1 timeout)");
+    route_origin_passive_failure(&e.ctx, p, o, PASSIVE_TIMEOUT);
+    route_passive_describe(os, why, sizeof(why));
+    assert_string_equal(why, "3 failures seen by live traffic (1 reset, 2 timeouts)");
+    e.ctx.now_ms += 1999;                      /* the third doubled the backoff */
+    assert_false(route_origin_usable(&e.ctx, p, o));
+    e.ctx.now_ms += 1;
+    assert_true(route_origin_usable(&e.ctx, p, o));
+    assert_int_equal(atomic_load(&os->passive_outs), 1);
+    route_origin_answered(&e.ctx, p, o, 200, atomic_load(&os->passive_epoch));
+    assert_false(atomic_load(&os->passive_out));
+    assert_int_equal(atomic_load(&os->passive_streak[PASSIVE_TIMEOUT]), 0);
+    assert_int_equal(atomic_load(&os->passive_total[PASSIVE_TIMEOUT]), 2);
+    assert_int_equal(atomic_load(&e.stats[os->id].connect_failures), 0);
+    env_fini(&e);
+
+    /* passive.http_5xx: 5xx answers count */
+    env_init(&e, env_snapshot(
+        "{'name':'app','passive':{'http_5xx':true},'origins':[{'name':'o1','address':'127.0.0.1:9001'},"
+        "{'name':'o2','address':'127.0.0.1:9002'}]}", LB_APP, ""));
+    os = env_origin(&e, "app", "o1", &p, &o);
+    route_origin_answered(&e.ctx, p, o, 502, atomic_load(&os->passive_epoch));
+    assert_true(route_origin_usable(&e.ctx, p, o));
+    route_origin_answered(&e.ctx, p, o, 500, atomic_load(&os->passive_epoch));
+    assert_false(route_origin_usable(&e.ctx, p, o));
+    route_passive_describe(os, why, sizeof(why));
+    assert_string_equal(why, "2 failures seen by live traffic (2 5xx answers)");
+    assert_int_equal(atomic_load(&os->passive_total[PASSIVE_HTTP_5XX]), 2);
+    env_fini(&e);
+}
+
+/* With a monitor, only refused connects start the backoff: health.c marks
+ * the origin down at the monitor's retries. */
+static void test_passive_with_monitor(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e, env_snapshot(
+        "{'name':'app','monitor':'m','origins':[{'name':'o1','address':'127.0.0.1:9001'}]}",
+        LB_APP, "'monitors':[{'name':'m','type':'tcp','retries':3}],"));
+    size_t p, o;
+    struct origin_shared *os = env_origin(&e, "app", "o1", &p, &o);
+    for (int i = 0; i < 5; i++)
+        route_origin_passive_failure(&e.ctx, p, o, PASSIVE_TIMEOUT);
+    assert_true(route_origin_usable(&e.ctx, p, o));
+    assert_false(atomic_load(&os->passive_out));
+    assert_int_equal(atomic_load(&os->passive_failures), 5);
+    route_origin_failed(&e.ctx, p, o, ECONNREFUSED);
+    assert_false(route_origin_usable(&e.ctx, p, o));
+    char why[160];
+    route_passive_describe(os, why, sizeof(why));
+    assert_string_equal(why, "6 failures seen by live traffic (1 connect failure, 5 timeouts)");
     env_fini(&e);
 }
 
@@ -187,6 +274,8 @@ int main(void)
         cmocka_unit_test(test_choose_skips_tried),
         cmocka_unit_test(test_attempts_capped),
         cmocka_unit_test(test_passive_backoff),
+        cmocka_unit_test(test_passive_kinds_without_monitor),
+        cmocka_unit_test(test_passive_with_monitor),
         cmocka_unit_test(test_fallback_pool_last),
         cmocka_unit_test(test_hash_steering),
         cmocka_unit_test(test_geo_pool_order),
