@@ -2,6 +2,8 @@
  * main — command line, start-up, signals.
  *
  *   limpet -c FILE            run with a config file
+ *   limpet -c FILE --upgrade  the same, taking the listening sockets over from
+ *                             the limpet running there (control/upgrade.h)
  *   limpet -t -c FILE         check a config file and exit (0: ok, 1: problems)
  *   limpet --demo [--listen ADDR] [--origins N]
  *                             the demo of SPEC §1: a balancer in front of N
@@ -10,9 +12,9 @@
  *                             one demo origin alone (a fast test backend)
  *
  * The main thread loads the config and becomes the control thread
- * (control/control.c). SIGHUP, SIGTERM and SIGINT are blocked in every thread
- * and read from a signalfd by the control loop, so no handler ever runs on
- * the data path.
+ * (control/control.c). SIGHUP, SIGTERM, SIGINT, SIGUSR2 and SIGCHLD are
+ * blocked in every thread and read from a signalfd by the control loop, so
+ * no handler ever runs on the data path.
  */
 #include <errno.h>
 #include <signal.h>
@@ -25,6 +27,7 @@
 #include "affinity/token.h"
 #include "config/config.h"
 #include "control/control.h"
+#include "control/upgrade.h"
 #include "core/log.h"
 #include "core/version.h"
 #include "demo/demo_origin.h"
@@ -35,6 +38,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: limpet -c FILE            run with a config file\n"
+            "       limpet -c FILE --upgrade  take over from the limpet running there\n"
             "       limpet -t -c FILE         check a config file and exit\n"
             "       limpet --demo [--listen ADDR] [--origins N]\n"
             "                                 demo balancer in front of N demo origins\n"
@@ -97,10 +101,10 @@ static int check_config(const char *path)
     return status;
 }
 
-static int run_config_file(const char *path, const sigset_t *signals)
+static int run_config_file(const char *path, const sigset_t *signals, bool upgrade)
 {
     struct config *cfg = load_or_report(path);
-    return cfg ? control_run(cfg, path, signals) : 1;
+    return cfg ? control_run(cfg, path, signals, upgrade) : 1;
 }
 
 /* The demo: N demo origins on 127.0.0.1:9001.. and a balancer in front. */
@@ -139,7 +143,7 @@ static int run_demo(const char *listen, unsigned num_origins, const sigset_t *si
     if (status == 0) {
         log_error("demo: open http://%s/ — %u demo origins on 127.0.0.1:9001-%u; "
                   "Ctrl-C stops", listen, num_origins, 9000 + num_origins);
-        status = control_run(cfg, NULL, signals);
+        status = control_run(cfg, NULL, signals, false);
         cfg = NULL;
     }
     for (unsigned i = 0; i < num_origins; i++)
@@ -154,7 +158,7 @@ int main(int argc, char **argv)
     const char *config_path = NULL;
     const char *demo_listen = "127.0.0.1:8080";
     unsigned demo_origins = 3;
-    bool test_only = false, demo = false;
+    bool test_only = false, demo = false, upgrade = false;
 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -163,6 +167,8 @@ int main(int argc, char **argv)
             config_path = argv[++i];
         } else if (strcmp(arg, "-t") == 0) {
             test_only = true;
+        } else if (strcmp(arg, "--upgrade") == 0) {
+            upgrade = true;
         } else if (strcmp(arg, "--demo") == 0) {
             demo = true;
         } else if (strcmp(arg, "--listen") == 0 && has_value) {
@@ -191,7 +197,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (demo == (config_path != NULL) || (test_only && !config_path)) {
+    if (demo == (config_path != NULL) || (test_only && !config_path) || (upgrade && demo)) {
         usage(stderr);
         return 2;
     }
@@ -205,9 +211,12 @@ int main(int argc, char **argv)
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGINT);
     sigaddset(&signals, SIGHUP);
+    sigaddset(&signals, SIGUSR2);
+    sigaddset(&signals, SIGCHLD);
     pthread_sigmask(SIG_BLOCK, &signals, NULL);
+    upgrade_remember_command(argc, argv);
 
     if (demo)
         return run_demo(demo_listen, demo_origins, &signals);
-    return run_config_file(config_path, &signals);
+    return run_config_file(config_path, &signals, upgrade);
 }

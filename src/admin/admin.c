@@ -38,6 +38,7 @@
 
 #include "admin/api.h"
 #include "control/control.h"
+#include "control/upgrade.h"
 #include "core/addr.h"
 #include "core/log.h"
 #include "http/h1.h"
@@ -600,7 +601,9 @@ struct admin *admin_new(struct control *ctl, const struct config *cfg)
         return NULL;
     }
     state_load(&a->state);
-    int fd = addr_listen(&conf->addr, false, 64);
+    int fd = upgrade_take_socket(UPGRADE_ADMIN, &conf->addr); /* from an upgraded limpet */
+    if (fd < 0)
+        fd = addr_listen(&conf->addr, false, 64);
     if (fd < 0) {
         log_error("admin: cannot listen on %s: %s", conf->address, strerror(-fd));
         admin_free(a);
@@ -640,6 +643,23 @@ struct config *admin_config_loaded(struct admin *a, struct config *cfg)
         return cfg;
     }
     return state_apply(&a->state, cfg);
+}
+
+int admin_listen_fd(const struct admin *a, const char **address)
+{
+    if (!a)
+        return -1;
+    *address = a->address;
+    return a->listener.fd;
+}
+
+void admin_stop_accepting(struct admin *a)
+{
+    if (!a || a->listener.fd < 0)
+        return;
+    timer_cancel(&a->ctl->loop, &a->accept_resume);
+    if (a->listener.events)
+        loop_modify(&a->ctl->loop, &a->listener, 0);
 }
 
 void admin_free(struct admin *a)

@@ -58,6 +58,14 @@ int admin_start(struct admin *admin);
  */
 struct config *admin_config_loaded(struct admin *admin, struct config *cfg);
 
+/* The admin listening socket (an upgrade hands it over, control/upgrade.h):
+ * its descriptor and the address it listens on as written; -1 when admin is
+ * NULL. */
+int admin_listen_fd(const struct admin *admin, const char **address);
+/* Stops accepting on the listening socket, without closing it (another
+ * process took it over); connections already open are still served. */
+void admin_stop_accepting(struct admin *admin);
+
 /* Closes the listening socket and every connection; NULL is fine. */
 void admin_free(struct admin *admin);
 

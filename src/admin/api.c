@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "admin/admin.h"
 #include "admin/assets.h"
@@ -365,9 +366,10 @@ static void get_status(struct admin *admin, struct admin_reply *reply)
     const struct control *ctl = admin->ctl;
     const struct snapshot *s = snapshot_current();
     double uptime = (double)(clock_ms() - ctl->started_ms) / 1000.0;
-    reply_json(reply, 200, json_pack("{s:s, s:s, s:I, s:i, s:o, s:I, s:I, s:I}",
+    reply_json(reply, 200, json_pack("{s:s, s:s, s:i, s:I, s:i, s:o, s:I, s:I, s:I}",
                                      "state", "RUNNING",
                                      "version", LIMPET_VERSION,
+                                     "pid", (int)getpid(),
                                      "uptime", (json_int_t)uptime,
                                      "workers", (int)ctl->num_workers,
                                      "config", s->cfg->path ? json_string(s->cfg->path)

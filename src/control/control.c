@@ -21,6 +21,8 @@
 #include "control/drain.h"
 #include "control/listeners.h"
 #include "control/notify.h"
+#include "control/owner.h"
+#include "control/upgrade.h"
 #include "core/worker.h"
 #include "proxy/thread.h"
 #include "health/health.h"
@@ -35,6 +37,9 @@ static unsigned worker_count(const struct config *cfg)
 
 void control_publish(struct control *ctl, struct snapshot *s)
 {
+    /* An address the new snapshot drops refuses connections from now on;
+     * older snapshots still in use keep only the connections accepted. */
+    snapshot_retire_listeners(snapshot_current(), s);
     snapshot_set_current(s);
     for (unsigned i = 0; i < ctl->num_workers; i++)
         proxy_worker_offer_snapshot(ctl->workers[i], s);
@@ -74,10 +79,20 @@ int control_apply_config(struct control *ctl, struct config *cfg, char *err, siz
     if (!same_string(cfg->access_log, running->access_log))
         log_error("log.access: a change takes effect at the next start (running \"%s\")",
                   running->access_log);
-    struct snapshot *s = snapshot_build(cfg, err, err_size);
-    if (!s)
+    if (upgrade_busy()) {
+        snprintf(err, err_size, "an upgrade is under way: the running configuration stays "
+                 "until the new process takes over");
         return -1;
+    }
+    if (owner_claim(&ctl->loop, cfg, false, err, err_size) < 0)
+        return -1;
+    struct snapshot *s = snapshot_build(cfg, err, err_size);
+    if (!s) {
+        owner_sync(snapshot_current()); /* the addresses claimed for cfg are given up */
+        return -1;
+    }
     control_publish(ctl, s);
+    owner_sync(s);
     return 0;
 }
 
@@ -145,6 +160,18 @@ static void signal_cb(struct loop *loop, struct io_watch *w, uint32_t events)
                             : "running: reload failed, running configuration kept");
             continue;
         }
+        if (si.ssi_signo == SIGUSR2) {
+            upgrade_spawn(ctl);
+            continue;
+        }
+        if (si.ssi_signo == SIGCHLD) {
+            upgrade_reap();
+            continue;
+        }
+        if (upgrade_handed_over()) { /* retiring already; systemd follows the new process */
+            loop->stop = true;
+            continue;
+        }
         notify_stopping();
         log_error("%s: stopping, finishing requests in flight (up to %gs)",
                   si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT",
@@ -185,10 +212,13 @@ static int start_workers(struct control *ctl, struct snapshot *s)
 
 static void stop_workers(struct control *ctl)
 {
-    for (unsigned i = 0; ctl->workers && i < ctl->num_workers; i++)
+    /* Workers retiring after an upgrade end on their own (worker_retire). */
+    for (unsigned i = 0; ctl->workers && i < ctl->num_workers && !upgrade_handed_over(); i++)
         if (ctl->workers[i])
             worker_stop(ctl->workers[i]);
-    listeners_refuse(snapshot_current()); /* new clients are refused, not left hanging */
+    listeners_refuse(snapshot_current()); /* new clients are refused, not left hanging;
+                                             nothing when the sockets are shared */
+    owner_release_all(); /* the addresses are free: a limpet started now need not wait */
     for (unsigned i = 0; ctl->workers && i < ctl->num_workers; i++)
         if (ctl->workers[i])
             worker_join_and_free(ctl->workers[i]);
@@ -196,11 +226,14 @@ static void stop_workers(struct control *ctl)
     ctl->workers = NULL;
 }
 
-int control_run(struct config *cfg, const char *config_path, const sigset_t *signals)
+int control_run(struct config *cfg, const char *config_path, const sigset_t *signals,
+                bool upgrade)
 {
     struct control ctl = {.config_path = config_path, .access_log_fd = -1};
     int status = 1;
     int sfd = -1;
+    long old_pid = 0;
+    char err[512];
 
     ctl.num_workers = worker_count(cfg);
     snapshot_system_init(ctl.num_workers);
@@ -209,7 +242,19 @@ int control_run(struct config *cfg, const char *config_path, const sigset_t *sig
         config_free(cfg);
         return 1;
     }
+    upgrade_server_init(&ctl);
     ctl.started_ms = clock_ms();
+    /* The sockets of the limpet this one replaces, then every address
+     * claimed (one limpet per address) before anything is opened. */
+    int taken = upgrade ? upgrade_take_over(cfg, config_path) : 0;
+    if (taken > 0)
+        snapshot_sockets_set_owned(false); /* shared until the old process lets go */
+    if (taken < 0 || owner_claim(&ctl.loop, cfg, true, err, sizeof(err)) < 0) {
+        if (taken >= 0)
+            log_error("%s", err);
+        config_free(cfg);
+        goto out;
+    }
     ctl.access_log_path = strdup(cfg->access_log); /* what SIGHUP reopens */
     if (!ctl.access_log_path || access_log_open(cfg->access_log, &ctl.access_log_fd) < 0) {
         config_free(cfg);
@@ -221,7 +266,6 @@ int control_run(struct config *cfg, const char *config_path, const sigset_t *sig
     }
     cfg = admin_config_loaded(ctl.admin, cfg);
     warn_about(cfg);
-    char err[512];
     struct snapshot *s = snapshot_build(cfg, err, sizeof(err));
     if (!s) {
         log_error("%s", err);
@@ -245,13 +289,26 @@ int control_run(struct config *cfg, const char *config_path, const sigset_t *sig
         goto out;
     if (ctl.admin && admin_start(ctl.admin) < 0)
         goto out;
+    /* Serving: the limpet replaced stops accepting and lets go. */
+    if (taken > 0 && (old_pid = upgrade_commit(&ctl.loop, config_path)) < 0)
+        goto out;
+    if (taken == 0)
+        owner_claim_config(&ctl.loop, config_path);
 
     for (size_t i = 0; i < s->cfg->num_listeners; i++)
         log_error("listening on %s (load balancer %s), %u worker threads",
                   s->cfg->listeners[i].address,
                   s->cfg->load_balancers[s->cfg->listeners[i].load_balancer].name,
                   ctl.num_workers);
-    notify_ready("running");
+    if (taken > 0) {
+        char what[64];
+        snprintf(what, sizeof(what), "running: took over from pid %ld", old_pid);
+        log_error("upgrade: took over from pid %ld", old_pid);
+        notify_mainpid_ready(what);
+        upgrade_finish(); /* the old process may leave now: systemd follows this one */
+    } else {
+        notify_ready("running");
+    }
     loop_run(&ctl.loop);
     status = 0;
 
@@ -260,6 +317,7 @@ out:
     stop_workers(&ctl);
     health_free(ctl.health);
     snapshot_set_current(NULL);
+    upgrade_fini();
     if (sfd >= 0)
         close(sfd);
     loop_fini(&ctl.loop);

@@ -2,7 +2,8 @@
  * control — the control thread: everything that is not traffic.
  *
  * It runs on the main thread with an event loop of its own: signals arrive
- * through a signalfd (SIGHUP reloads, SIGTERM/SIGINT stop), and later work
+ * through a signalfd (SIGHUP reloads, SIGTERM/SIGINT stop, SIGUSR2 starts
+ * an upgrade, SIGCHLD reaps it: control/upgrade.h), and later work
  * (health monitors, the admin API) adds its sockets and timers to the same
  * loop. Every change of configuration or derived state ends in
  * control_publish(): a new snapshot becomes current and is offered to every
@@ -26,7 +27,7 @@ struct admin;
 
 struct control {
     struct loop loop;
-    struct io_watch signals;       /* signalfd: SIGHUP, SIGTERM, SIGINT */
+    struct io_watch signals;       /* signalfd: SIGHUP, SIGTERM, SIGINT, SIGUSR2, SIGCHLD */
     const char *config_path;       /* NULL: built-in config (the demo), nothing to reload */
     struct worker **workers;
     unsigned num_workers;
@@ -41,11 +42,16 @@ struct control {
 };
 
 /*
- * Runs limpet on cfg (ownership passes here) until SIGTERM/SIGINT.
- * config_path is the file to re-read on reload (NULL for none). The given
- * signals must already be blocked in the calling thread. Returns the exit code.
+ * Runs limpet on cfg (ownership passes here) until SIGTERM/SIGINT, or until
+ * an upgraded process took its listening sockets over. config_path is the
+ * file to re-read on reload (NULL for none). With `upgrade`, the listening
+ * sockets of the limpet running there are taken over first
+ * (control/upgrade.h); without, an address another limpet holds stops the
+ * start (control/owner.h). The given signals must already be blocked in the
+ * calling thread. Returns the exit code.
  */
-int control_run(struct config *cfg, const char *config_path, const sigset_t *signals);
+int control_run(struct config *cfg, const char *config_path, const sigset_t *signals,
+                bool upgrade);
 
 /* Re-reads the config file and publishes it; on failure the running config is
  * kept and err says why. Returns 0 or -1. */

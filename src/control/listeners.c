@@ -12,6 +12,9 @@
  * still closes it exactly once, and a worker that has not unwatched it yet
  * sees at most one spurious readiness (accept fails with EINVAL) before it
  * handles the stop request already in its mailbox.
+ *
+ * A socket shared with another process (an upgrade, control/upgrade.h) is
+ * never shut here: the shutdown would refuse connections for both.
  */
 #include "control/listeners.h"
 
@@ -23,8 +26,8 @@
 unsigned listeners_refuse(const struct snapshot *s)
 {
     unsigned shut = 0;
-    if (!s)
-        return 0;
+    if (!s || !snapshot_sockets_owned())
+        return 0; /* shared with (or handed to) another process: theirs to shut */
     for (size_t i = 0; i < s->cfg->num_listeners; i++) {
         const struct listen_socket *ls = s->listeners[i];
         for (unsigned j = 0; ls && j < ls->num_fds; j++)

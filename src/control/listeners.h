@@ -12,7 +12,8 @@ struct snapshot;
  * (NULL is fine): connect() gets ECONNREFUSED at once instead of completing
  * a handshake that nobody will accept. Connections already accepted are not
  * touched. Call it after the workers were told to stop. Logs it and returns
- * the number of sockets shut.
+ * the number of sockets shut. Does nothing to sockets this process does not
+ * own alone (snapshot_sockets_owned(): an upgrade shares them).
  */
 unsigned listeners_refuse(const struct snapshot *s);
 

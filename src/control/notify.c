@@ -68,3 +68,11 @@ void notify_stopping(void)
 {
     notify_send("STOPPING=1\nSTATUS=stopping: finishing requests in flight");
 }
+
+void notify_mainpid_ready(const char *what)
+{
+    char msg[512];
+    snprintf(msg, sizeof(msg), "MAINPID=%ld\nREADY=1\nSTATUS=%s", (long)getpid(),
+             what ? what : "running");
+    notify_send(msg);
+}

@@ -10,6 +10,10 @@
  *   READY=1                      listening, workers started (and after a reload)
  *   RELOADING=1 MONOTONIC_USEC=  a SIGHUP reload begins (systemd >= 253 wants the time)
  *   STOPPING=1                   shutdown begins
+ *   MAINPID= READY=1             a process that took over from an upgraded one
+ *                                is ready: it is the service's main process now
+ *                                (the unit needs NotifyAccess=all: the sender is
+ *                                not the main process yet)
  */
 #ifndef LIMPET_CONTROL_NOTIFY_H
 #define LIMPET_CONTROL_NOTIFY_H
@@ -24,5 +28,7 @@ int notify_send(const char *state);
 void notify_ready(const char *what);
 void notify_reloading(void);
 void notify_stopping(void);
+/* MAINPID=<this process> and READY=1, after an upgrade. */
+void notify_mainpid_ready(const char *what);
 
 #endif

@@ -21,6 +21,8 @@
 
 #include "affinity/affinity.h"
 #include "balance/route.h"
+#include "control/upgrade.h"
+#include "core/log.h"
 #include "core/loop.h"
 #include "core/stats.h"
 
@@ -32,6 +34,7 @@ static uint32_t id_generation[SNAPSHOT_MAX_ORIGINS];
 static struct listen_socket **sockets;
 static size_t num_sockets;
 static unsigned workers = 1;
+static bool sockets_owned = true; /* control thread only */
 static uint64_t next_generation = 1;
 static char *lb_names[STATS_MAX_LBS]; /* id → name, for the life of the process */
 
@@ -122,21 +125,33 @@ static struct listen_socket *socket_get(const struct cfg_listener *l, char *err,
             return sockets[i];
         }
     }
+    /* Sockets taken over from the process this one upgrades (all of them,
+     * even beyond one per worker: closing one would reset the connections
+     * waiting in its accept queue). */
+    int *inherited = NULL;
+    unsigned num_inherited = upgrade_take_sockets(UPGRADE_LISTEN, &l->addr, &inherited);
+    unsigned cap = num_inherited > workers ? num_inherited : workers;
     struct listen_socket *ls = calloc(1, sizeof(*ls));
     struct listen_socket **grown = realloc(sockets, (num_sockets + 1) * sizeof(*sockets));
     if (grown)
         sockets = grown;
     if (!ls || !grown || !(ls->address = strdup(l->address)) ||
-        !(ls->fds = calloc(workers, sizeof(int)))) {
+        !(ls->fds = calloc(cap, sizeof(int)))) {
         snprintf(err, err_size, "out of memory");
         if (ls) {
             free(ls->address);
             free(ls);
         }
+        for (unsigned i = 0; i < num_inherited; i++)
+            close(inherited[i]);
+        free(inherited);
         return NULL;
     }
     atomic_init(&ls->refs, 1);
-    for (unsigned i = 0; i < workers; i++) {
+    for (unsigned i = 0; i < num_inherited; i++)
+        ls->fds[ls->num_fds++] = inherited[i];
+    free(inherited);
+    for (unsigned i = ls->num_fds; i < workers; i++) {
         int fd = addr_listen(&l->addr, true, 4096);
         if (fd < 0) {
             snprintf(err, err_size, "cannot listen on %s: %s", l->address, strerror(-fd));
@@ -160,6 +175,52 @@ static void socket_put(struct listen_socket *ls)
         }
     }
     socket_free(ls);
+}
+
+void snapshot_sockets_set_owned(bool owned)
+{
+    sockets_owned = owned;
+}
+
+bool snapshot_sockets_owned(void)
+{
+    return sockets_owned;
+}
+
+static bool has_listener(const struct snapshot *s, const struct listen_socket *ls)
+{
+    for (size_t i = 0; s && i < s->cfg->num_listeners; i++)
+        if (s->listeners[i] == ls)
+            return true;
+    return false;
+}
+
+unsigned snapshot_retire_listeners(const struct snapshot *prev, const struct snapshot *next)
+{
+    unsigned retired = 0;
+    if (!prev || !sockets_owned || (next && prev->base == next->base))
+        return 0;
+    pthread_mutex_lock(&registry_lock);
+    for (size_t i = 0; i < prev->cfg->num_listeners; i++) {
+        struct listen_socket *ls = prev->listeners[i];
+        if (has_listener(next, ls))
+            continue;
+        /* Forgotten first: the address may come back before the last
+         * snapshot holding these sockets is gone. */
+        for (size_t k = 0; k < num_sockets; k++) {
+            if (sockets[k] == ls) {
+                sockets[k] = sockets[--num_sockets];
+                break;
+            }
+        }
+        for (unsigned j = 0; j < ls->num_fds; j++)
+            shutdown(ls->fds[j], SHUT_RD);
+        log_error("%s is no longer listened on: new connections are refused, those open are "
+                  "served", ls->address);
+        retired++;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return retired;
 }
 
 /* ---- snapshot bases (configuration) ---- */

@@ -7,12 +7,15 @@
  * origin identities resolved, listening sockets opened for new addresses
  * (on this thread, one per worker per address, SO_REUSEPORT, so a bind error
  * reaches whoever asked for the change; an address present before and after
- * keeps its sockets), cookie keys read, then the routing tables. A health
- * flip only rebuilds the routing tables over the same base.
+ * keeps its sockets; an address whose sockets were taken over from an
+ * upgraded process adopts them, control/upgrade.h), cookie keys read, then
+ * the routing tables. A health flip only rebuilds the routing tables over
+ * the same base.
  */
 #ifndef LIMPET_CONTROL_SNAPSHOT_BUILD_H
 #define LIMPET_CONTROL_SNAPSHOT_BUILD_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "snapshot/snapshot.h"
@@ -30,6 +33,25 @@ struct snapshot *snapshot_build(struct config *cfg, char *err, size_t err_size);
  * memory. */
 struct snapshot *snapshot_rebuild_routing(const struct snapshot *from, char *err,
                                           size_t err_size);
+
+/*
+ * Listening sockets are "owned" by this process unless another process
+ * shares them: while an upgrade hands them over (the new process, until the
+ * old one let go), and after (the old process). Only an owner may shut them
+ * (shutdown(SHUT_RD) refuses new connections for every process holding the
+ * socket): listeners_refuse() and snapshot_retire_listeners() do nothing
+ * otherwise. Owned from the start unless said otherwise. Control thread.
+ */
+void snapshot_sockets_set_owned(bool owned);
+bool snapshot_sockets_owned(void);
+
+/* The sockets of `prev` that `next` no longer has (a reload removed their
+ * address) are shut at once, so the kernel refuses new connections on them
+ * instead of queueing them for nobody, and forgotten by the registry (an
+ * address added again later gets fresh sockets); connections accepted on
+ * them are not touched. Call it when next replaces prev. Returns the number
+ * of addresses retired. */
+unsigned snapshot_retire_listeners(const struct snapshot *prev, const struct snapshot *next);
 
 /* The current snapshot (control thread only; the system holds a reference). */
 struct snapshot *snapshot_current(void);

@@ -113,6 +113,19 @@ const char *addr_ip_string(const struct addr *a, char *buf, size_t size)
     return sockaddr_ip_string((const struct sockaddr *)&a->ss, buf, size);
 }
 
+const char *addr_format(const struct addr *a, char *buf, size_t size)
+{
+    char ip[INET6_ADDRSTRLEN];
+    addr_ip_string(a, ip, sizeof(ip));
+    unsigned port = 0;
+    if (a->ss.ss_family == AF_INET)
+        port = ntohs(((const struct sockaddr_in *)&a->ss)->sin_port);
+    else if (a->ss.ss_family == AF_INET6)
+        port = ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
+    snprintf(buf, size, a->ss.ss_family == AF_INET6 ? "[%s]:%u" : "%s:%u", ip, port);
+    return buf;
+}
+
 bool addr_is_loopback(const struct addr *a)
 {
     if (a->ss.ss_family == AF_INET) {

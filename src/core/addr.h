@@ -35,6 +35,10 @@ bool addr_is_loopback(const struct addr *a);
  * Returns the descriptor or -errno. */
 int addr_listen(const struct addr *a, bool reuse_port, int backlog);
 
+/* Formats "1.2.3.4:80" or "[::1]:80" (the canonical form of an address,
+ * whatever way it was written) into buf; returns buf. */
+const char *addr_format(const struct addr *a, char *buf, size_t size);
+
 /* Same family, address and port. */
 bool addr_equal(const struct addr *a, const struct addr *b);
 

@@ -121,7 +121,7 @@ void worker_conn_closed(struct worker *w)
 {
     w->num_conns--;
     atomic_store_explicit(&w->stats.client_connections, w->num_conns, memory_order_relaxed);
-    if (w->stopping) {
+    if (w->stopping || w->retiring) {
         if (w->num_conns == 0)
             w->loop.stop = true;
         return;
@@ -153,19 +153,43 @@ static void grace_expired_cb(struct loop *loop, struct timer *t)
     loop->stop = true;
 }
 
-static void begin_stop(struct worker *w)
+static void begin_stop(struct worker *w, uint64_t grace_ms)
 {
     w->stopping = true;
+    timer_cancel(&w->loop, &w->retire_timer);
     for (struct listener *l = w->listeners; l; l = l->next)
         worker_unlisten(w, l);
     w->ops->stop_cb(w);
     if (w->num_conns == 0)
         w->loop.stop = true;
-    else
-        timer_arm(&w->loop, &w->grace_timer, w->grace_ms);
+    else if (!timer_armed(&w->grace_timer))
+        timer_arm(&w->loop, &w->grace_timer, grace_ms);
 }
 
-/* Runs on the worker's loop after worker_offer() or worker_stop(). */
+/* Retiring ran for half the grace period: the idle connections left are
+ * closed, the others have the other half. */
+static void retire_expired_cb(struct loop *loop, struct timer *t)
+{
+    (void)t;
+    struct worker *w = loop->owner;
+    begin_stop(w, w->grace_ms - w->grace_ms / 2);
+}
+
+static void begin_retire(struct worker *w)
+{
+    w->retiring = true;
+    for (struct listener *l = w->listeners; l; l = l->next)
+        worker_unlisten(w, l);
+    if (w->ops->retire_cb)
+        w->ops->retire_cb(w);
+    if (w->num_conns == 0)
+        w->loop.stop = true;
+    else
+        timer_arm(&w->loop, &w->retire_timer, w->grace_ms / 2);
+}
+
+/* Runs on the worker's loop after worker_offer(), worker_stop() or
+ * worker_retire(). */
 static void wake_cb(struct loop *loop)
 {
     struct worker *w = loop->owner;
@@ -173,7 +197,9 @@ static void wake_cb(struct loop *loop)
     if (offered)
         w->ops->adopt_cb(w, offered);
     if (atomic_load(&w->stop_requested) && !w->stopping)
-        begin_stop(w);
+        begin_stop(w, w->grace_ms);
+    else if (atomic_load(&w->retire_requested) && !w->stopping && !w->retiring)
+        begin_retire(w);
 }
 
 void worker_offer(struct worker *w, void *offered)
@@ -227,9 +253,11 @@ struct worker *worker_new(unsigned id, unsigned num_workers, const struct worker
     w->max_conns = 1;
     w->loop.epfd = w->loop.wake_fd = -1;
     atomic_init(&w->stop_requested, false);
+    atomic_init(&w->retire_requested, false);
     atomic_init(&w->mailbox, NULL);
     timer_init(&w->log_flush_timer, log_flush_cb);
     timer_init(&w->grace_timer, grace_expired_cb);
+    timer_init(&w->retire_timer, retire_expired_cb);
     timer_init(&w->accept_resume_timer, accept_resume_cb);
     if (getrandom(&w->rng, sizeof(w->rng), 0) != sizeof(w->rng))
         w->rng = clock_ms() ^ ((uint64_t)id << 32);
@@ -267,6 +295,12 @@ int worker_start(struct worker *w)
 void worker_stop(struct worker *w)
 {
     atomic_store(&w->stop_requested, true);
+    loop_wake(&w->loop);
+}
+
+void worker_retire(struct worker *w)
+{
+    atomic_store(&w->retire_requested, true);
     loop_wake(&w->loop);
 }
 

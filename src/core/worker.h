@@ -14,6 +14,14 @@
  * worker_stop() asks it to stop. A stopping worker closes its listeners,
  * tells the owner (which closes what is idle), and leaves its loop when no
  * connection remains or its grace period has passed.
+ *
+ * worker_retire() is the gentler stop of a process whose listening sockets
+ * another process has taken over (an upgrade): the worker stops accepting at
+ * once but keeps serving the connections it holds, each closed after its
+ * next response (the owner answers with "Connection: close" while
+ * `retiring`), so a keep-alive client is never cut off between two requests.
+ * Half the grace period later the connections still idle are closed as by
+ * worker_stop(), and the rest have the other half to finish.
  */
 #ifndef LIMPET_CORE_WORKER_H
 #define LIMPET_CORE_WORKER_H
@@ -47,6 +55,9 @@ struct worker_ops {
     void (*discard_cb)(void *offered);
     /* Stopping: close idle connections; the rest close after their response. */
     void (*stop_cb)(struct worker *w);
+    /* Retiring: keep every connection, but none is kept alive after its
+     * current response (optional). */
+    void (*retire_cb)(struct worker *w);
     /* The loop is over (or never ran): free every connection and the app state. */
     void (*fini_cb)(struct worker *w);
 };
@@ -68,8 +79,11 @@ struct worker {
     struct timer log_flush_timer;
     struct worker_stats stats;     /* written by this worker only; read by the admin API */
     atomic_bool stop_requested;    /* set by worker_stop() from another thread */
-    bool stopping;                 /* the loop has seen stop_requested */
+    atomic_bool retire_requested;  /* set by worker_retire() from another thread */
+    bool stopping;                 /* the loop has seen stop_requested (or retiring ran out) */
+    bool retiring;                 /* not accepting; connections close after their response */
     struct timer grace_timer;
+    struct timer retire_timer;     /* retiring → stopping, half the grace period on */
     struct timer accept_resume_timer; /* resumes accepting after EMFILE and friends */
     bool accept_starved;           /* accept failed for lack of descriptors or memory */
 };
@@ -82,6 +96,7 @@ int worker_start(struct worker *w);
  * one offered before and not adopted yet, which is discarded). */
 void worker_offer(struct worker *w, void *offered);
 void worker_stop(struct worker *w);   /* thread-safe */
+void worker_retire(struct worker *w); /* thread-safe; see above */
 void worker_join_and_free(struct worker *w);
 /* Frees a worker whose thread never started (or has ended). */
 void worker_free(struct worker *w);

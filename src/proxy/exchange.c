@@ -162,7 +162,7 @@ enum step exchange_start(struct client *c, size_t head_len)
     ex->replayable = true;
     body_cursor_init(&ex->req_body, sem->body, sem->content_length, c->in->start, false);
     ex->is_head = ex->method_len == 4 && memcmp(ex->method, "HEAD", 4) == 0;
-    ex->client_keep_alive = sem->keep_alive && !w->stopping;
+    ex->client_keep_alive = sem->keep_alive && !w->stopping && !w->retiring;
     ex->minor_version = pt->req.minor_version;
     ex->upgrade = wants_upgrade(&pt->req, sem);
     ex->expect_continue = sem->expect_continue && sem->body != H1_BODY_NONE;

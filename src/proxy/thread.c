@@ -31,6 +31,17 @@ static long same_load_balancer(const struct snapshot *from, long lb, const struc
     return -1;
 }
 
+/* Whether ls has fd among the sockets of worker w: an address has at least
+ * one socket per worker, and the sockets beyond one per worker (taken over
+ * from a process that ran more workers) are shared out round robin. */
+static bool worker_has_fd(const struct worker *w, const struct listen_socket *ls, int fd)
+{
+    for (unsigned j = w->id; j < ls->num_fds; j += w->num_workers)
+        if (ls->fds[j] == fd)
+            return true;
+    return false;
+}
+
 /* Watches the listening sockets of s this worker does not watch yet, stops
  * watching those s no longer has, and points each at its load balancer.
  * Connections accepted on a removed address keep being served by the load
@@ -42,7 +53,7 @@ static int sync_listeners(struct proxy_thread *pt, const struct snapshot *s)
     for (struct listener *l = w->listeners; l; l = l->next) {
         bool kept = false;
         for (size_t i = 0; i < s->cfg->num_listeners && l->io.fd >= 0; i++) {
-            if (s->listeners[i]->fds[w->id] == l->io.fd) {
+            if (worker_has_fd(w, s->listeners[i], l->io.fd)) {
                 l->tag = (long)s->cfg->listeners[i].load_balancer;
                 kept = true;
             }
@@ -53,12 +64,14 @@ static int sync_listeners(struct proxy_thread *pt, const struct snapshot *s)
         }
     }
     for (size_t i = 0; i < s->cfg->num_listeners; i++) {
-        int fd = s->listeners[i]->fds[w->id];
-        bool known = false;
-        for (struct listener *l = w->listeners; l; l = l->next)
-            known |= l->io.fd == fd;
-        if (!known && !worker_listen(w, fd, (long)s->cfg->listeners[i].load_balancer))
-            return -ENOMEM;
+        const struct listen_socket *ls = s->listeners[i];
+        for (unsigned j = w->id; j < ls->num_fds; j += w->num_workers) {
+            bool known = false;
+            for (struct listener *l = w->listeners; l; l = l->next)
+                known |= l->io.fd == ls->fds[j];
+            if (!known && !worker_listen(w, ls->fds[j], (long)s->cfg->listeners[i].load_balancer))
+                return -ENOMEM;
+        }
     }
     return 0;
 }
@@ -148,7 +161,7 @@ static int adopt(struct proxy_thread *pt, struct snapshot *s)
     }
     if (rc == 0)
         rc = sync_token_ctx(pt, s);
-    if (rc == 0 && !w->stopping)
+    if (rc == 0 && !w->stopping && !w->retiring)
         rc = sync_listeners(pt, s);
     if (rc < 0) {
         log_error("worker %u: cannot adopt configuration: %s", w->id, strerror(-rc));
@@ -244,6 +257,18 @@ static void stop_cb(struct worker *w)
     client_stop_idle(pt);
 }
 
+/* Retiring (another process took the listening sockets over): every
+ * request under way is answered with "Connection: close", like at a stop,
+ * but connections between requests stay open for their client's next
+ * request (exchange.c answers it with "Connection: close" too). */
+static void retire_cb(struct worker *w)
+{
+    struct proxy_thread *pt = proxy_thread_of(w);
+    for (struct client *c = pt->clients; c; c = c->next)
+        if (c->state == CS_EXCHANGE)
+            c->ex->client_keep_alive = false;
+}
+
 static void fini_cb(struct worker *w)
 {
     struct proxy_thread *pt = proxy_thread_of(w);
@@ -278,6 +303,7 @@ static const struct worker_ops proxy_worker_ops = {
     .adopt_cb = adopt_cb,
     .discard_cb = discard_cb,
     .stop_cb = stop_cb,
+    .retire_cb = retire_cb,
     .fini_cb = fini_cb,
 };
 

@@ -65,8 +65,10 @@ struct origin_shared {
 struct listen_socket {
     char *address;                  /* as written in the config */
     atomic_uint refs;               /* snapshot bases holding it */
-    unsigned num_fds;
-    int *fds;                       /* one listening socket per worker */
+    unsigned num_fds;               /* at least one per worker */
+    int *fds;                       /* listening sockets: fds[j] is watched by worker
+                                       j % workers (more than one per worker only when
+                                       taken over from a process that ran more) */
 };
 
 struct snapshot_pool {

@@ -80,6 +80,8 @@ def test_make_install_destdir_and_uninstall(tmp_path):
     assert unit.is_file(), f"{unit} missing"
     s = unit_settings(unit)
     assert s[("Service", "Type")] == ["notify"]
+    # an upgraded process (SIGUSR2) announces itself with MAINPID= before it is the main one
+    assert s[("Service", "NotifyAccess")] == ["all"]
     # the installed path, not the template's @SBINDIR@
     assert s[("Service", "ExecStart")] == ["/usr/local/sbin/limpet -c /etc/limpet/limpet.json"]
     assert s[("Service", "ExecReload")] == ["/bin/kill -HUP $MAINPID"]

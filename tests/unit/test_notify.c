@@ -1,7 +1,7 @@
 /*
- * Unit tests for src/control/notify.c: the sd_notify(3) datagrams, sent to a
- * path socket and to an abstract one, and what happens without or with a
- * malformed $NOTIFY_SOCKET.
+ * Unit tests for src/control/notify.c: the sd_notify(3) datagrams (MAINPID=
+ * after an upgrade included), sent to a path socket and to an abstract one,
+ * and what happens without or with a malformed $NOTIFY_SOCKET.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -72,6 +72,14 @@ static void test_path_socket(void **state)
     notify_stopping();
     receive(fd, buf, sizeof(buf));
     assert_true(strncmp(buf, "STOPPING=1\n", 11) == 0);
+
+    /* after an upgrade: the sender becomes the service's main process */
+    notify_mainpid_ready("running: took over from pid 7");
+    receive(fd, buf, sizeof(buf));
+    char want[128];
+    snprintf(want, sizeof(want), "MAINPID=%ld\nREADY=1\nSTATUS=running: took over from pid 7",
+             (long)getpid());
+    assert_string_equal(buf, want);
 
     close(fd);
     unlink(path);
