@@ -433,6 +433,12 @@ static const struct num_rule RULE_AFFINITY_TTL =
     {false, false, true, 1, 604800, "a number: 0 or 1..604800"};
 static const struct num_rule RULE_LONG_DURATION =
     {false, false, false, 0, 31536000, "a number >= 0 and <= 31536000"};
+static const struct num_rule RULE_ORIGIN_MAX_CONNECTIONS =
+    {true, false, false, 0, 1000000, "an integer >= 0 and <= 1000000 (0: no limit)"};
+static const struct num_rule RULE_SLOW_START =
+    {false, false, false, 0, 86400, "a number >= 0 and <= 86400 (0: off)"};
+static const struct num_rule RULE_QUEUE_MAX =
+    {true, false, false, 0, 1000000, "an integer >= 0 and <= 1000000"};
 
 static bool want_number(struct walker *w, json_t *v, const struct num_rule *r,
                         double *out)
@@ -944,7 +950,8 @@ static void walk_origin_tls(struct walker *w, json_t *v, struct cfg_origin *o)
 static void origin_cb(struct walker *w, json_t *item, void *elem, void *ctx)
 {
     static const char *const keys[] = {"name", "address", "weight", "route",
-                                       "state", "tls", NULL};
+                                       "state", "tls", "max_connections", "slow_start",
+                                       NULL};
     struct cfg_origin *o = elem;
     (void)ctx;
     o->weight = 1;
@@ -959,6 +966,8 @@ static void origin_cb(struct walker *w, json_t *item, void *elem, void *ctx)
     get_string(w, item, "route", false, check_name, &o->route);
     if (get_enum(w, item, "state", ORIGIN_STATES, &state))
         o->state = (enum origin_state)state;
+    get_uint(w, item, "max_connections", &RULE_ORIGIN_MAX_CONNECTIONS, &o->max_connections);
+    get_double(w, item, "slow_start", &RULE_SLOW_START, &o->slow_start);
     size_t mark;
     json_t *tls = enter(w, item, "tls", false, &mark);
     if (tls) {
@@ -972,15 +981,25 @@ static void origin_cb(struct walker *w, json_t *item, void *elem, void *ctx)
 static const char *const ORIGIN_STEERINGS[] = {"round_robin", "least_connections",
                                                "random", "hash", NULL};
 
+static void walk_queue(struct walker *w, json_t *v, struct cfg_queue *q)
+{
+    static const char *const keys[] = {"max", "timeout", NULL};
+    if (!want_object(w, v, keys))
+        return;
+    get_uint(w, v, "max", &RULE_QUEUE_MAX, &q->max);
+    get_double(w, v, "timeout", &RULE_DURATION, &q->timeout);
+}
+
 /* ctx: the config (monitors already loaded). */
 static void pool_cb(struct walker *w, json_t *item, void *elem, void *ctx)
 {
     static const char *const keys[] = {"name", "monitor", "origin_steering",
-                                       "origins", NULL};
+                                       "origins", "queue", NULL};
     const struct config *cfg = ctx;
     struct cfg_pool *p = elem;
     p->monitor_index = -1;
     p->origin_steering = STEER_ROUND_ROBIN;
+    p->queue = (struct cfg_queue){.max = 1000, .timeout = 5};
     if (!want_object(w, item, keys))
         return;
     int steering;
@@ -994,6 +1013,12 @@ static void pool_cb(struct walker *w, json_t *item, void *elem, void *ctx)
     }
     if (get_enum(w, item, "origin_steering", ORIGIN_STEERINGS, &steering))
         p->origin_steering = (enum origin_steering)steering;
+    size_t mark;
+    json_t *queue = enter(w, item, "queue", false, &mark);
+    if (queue) {
+        walk_queue(w, queue, &p->queue);
+        leave(w, mark);
+    }
     p->origins = get_array(w, item, "origins", true, true, sizeof(*p->origins),
                            &p->num_origins, origin_cb, NULL);
     check_unique(w, "origins", p->origins, p->num_origins, sizeof(*p->origins),
@@ -1195,7 +1220,8 @@ static void walk_listener_tls(struct walker *w, json_t *v, struct cfg_listener *
 /* ctx: the config (load balancers already loaded). */
 static void listener_cb(struct walker *w, json_t *item, void *elem, void *ctx)
 {
-    static const char *const keys[] = {"address", "load_balancer", "tls", NULL};
+    static const char *const keys[] = {"address", "load_balancer", "tls", "proxy_protocol",
+                                       NULL};
     const struct config *cfg = ctx;
     struct cfg_listener *l = elem;
     if (!want_object(w, item, keys))
@@ -1218,6 +1244,7 @@ static void listener_cb(struct walker *w, json_t *item, void *elem, void *ctx)
         walk_listener_tls(w, tls, l);
         leave(w, mark);
     }
+    get_bool(w, item, "proxy_protocol", &l->proxy_protocol);
 }
 
 /* Two listeners on one address could not both bind. */
@@ -1286,7 +1313,7 @@ static void refuse_unsupported(struct walker *w, const struct config *c)
 static void walk_root(struct walker *w, json_t *root, struct config *cfg)
 {
     static const char *const keys[] = {"listen", "admin", "threads", "secret_file",
-        "client_regions", "timeouts", "limits", "log", "monitors", "pools",
+        "client_regions", "trusted_proxies", "timeouts", "limits", "log", "monitors", "pools",
         "load_balancers", NULL};
     if (!json_is_object(root)) {
         fail(w, "the top level must be a JSON object");
@@ -1306,6 +1333,9 @@ static void walk_root(struct walker *w, json_t *root, struct config *cfg)
         walk_client_regions(w, v, cfg);
         leave(w, mark);
     }
+    cfg->trusted_proxies = get_array(w, root, "trusted_proxies", false, false,
+                                     sizeof(*cfg->trusted_proxies), &cfg->num_trusted_proxies,
+                                     cidr_cb, NULL);
     if ((v = enter(w, root, "timeouts", false, &mark))) {
         walk_timeouts(w, v, &cfg->timeouts);
         leave(w, mark);
