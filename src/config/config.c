@@ -1418,14 +1418,23 @@ static struct config *build(struct walker *w, json_t *root, const char *path)
 
 static void report_syntax(struct walker *w, const json_error_t *err)
 {
+    /* jansson quotes the text near the error, control characters included:
+     * a message stays one line. */
+    char text[sizeof(err->text)];
+    size_t n = 0;
+    for (; err->text[n] && n < sizeof(text) - 1; n++) {
+        unsigned char c = (unsigned char)err->text[n];
+        text[n] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    text[n] = '\0';
     if (err->line >= 1) {
         char *msg = NULL;
         if (asprintf(&msg, "%s:%d:%d: %s", w->file, err->line, err->column,
-                     err->text) < 0)
+                     text) < 0)
             msg = NULL;
         add_message(w, msg);
     } else {
-        fail(w, "%s", err->text);
+        fail(w, "%s", text);
     }
 }
 

@@ -388,6 +388,13 @@ static void test_syntax_error_line_col(void **state)
     assert_non_null(strstr(errs.messages[0], "duplicate object key"));
     config_errors_fini(&errs);
 
+    /* The text jansson quotes near an error may hold control characters: the
+     * message stays one line (found by fuzz_config). */
+    assert_null(config_load_string("{\"listen\": [{\"\\u000\n\": 1}]}", "t.json", &errs));
+    assert_int_equal(errs.count, 1);
+    assert_string_equal(errs.messages[0], "t.json:2:0: invalid escape near '\"\\u000?'");
+    config_errors_fini(&errs);
+
     /* NUL inside a string, an empty text, a bare value: reported, no crash. */
     assert_null(config_load_string("{\"threads\": \"a\\u0000b\"}", "t.json", &errs));
     assert_int_equal(errs.count, 1);
