@@ -6,7 +6,7 @@
 #   make fuzz-smoke            every target for 10 s (part of `make test`)
 #   make fuzz-build            build only
 #   make fuzz-run-request      one target (request, response, chunked, config,
-#                              cookie, token)
+#                              cookie, token, proxy_protocol)
 #
 # Each target is built with clang -fsanitize=fuzzer,address,undefined (every
 # sanitizer report aborts) into build/fuzz/fuzz_NAME, linked with only the
@@ -27,7 +27,7 @@ FUZZ_CFLAGS  := -std=c17 -D_GNU_SOURCE -Isrc -g -O1 -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                 -Wall -Wextra -Werror
 
-FUZZ_TARGETS := request response chunked config cookie token
+FUZZ_TARGETS := request response chunked config cookie token proxy_protocol
 
 # What each target links and how it runs.
 FUZZ_SRCS_request  := src/http/h1.c
@@ -36,12 +36,14 @@ FUZZ_SRCS_chunked  := src/http/h1.c
 FUZZ_SRCS_config   := src/config/config.c src/snapshot/settings.c src/core/addr.c
 FUZZ_SRCS_cookie   := src/http/cookie.c
 FUZZ_SRCS_token    := src/affinity/token.c
+FUZZ_SRCS_proxy_protocol := src/http/proxy_protocol.c
 FUZZ_HDRS_request  := src/http/h1.h
 FUZZ_HDRS_response := src/http/h1.h
 FUZZ_HDRS_chunked  := src/http/h1.h
 FUZZ_HDRS_config   := src/config/config.h src/snapshot/settings.h src/core/addr.h
 FUZZ_HDRS_cookie   := src/http/cookie.h
 FUZZ_HDRS_token    := src/affinity/token.h
+FUZZ_HDRS_proxy_protocol := src/http/proxy_protocol.h
 FUZZ_LIBS_config   := -ljansson
 FUZZ_LIBS_token    := -lcrypto
 FUZZ_OPTS_request  := -dict=fuzz/http.dict -max_len=12288
@@ -50,6 +52,7 @@ FUZZ_OPTS_chunked  := -dict=fuzz/http.dict -max_len=8192
 FUZZ_OPTS_config   := -dict=fuzz/config.dict -max_len=16384
 FUZZ_OPTS_cookie   := -dict=fuzz/http.dict -max_len=4096
 FUZZ_OPTS_token    := -dict=fuzz/token.dict -max_len=1024
+FUZZ_OPTS_proxy_protocol := -dict=fuzz/proxy_protocol.dict -max_len=1024
 FUZZ_COMMON_OPTS   := -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)
@@ -83,7 +86,7 @@ define FUZZ_SUMMARY
 	@for t in $(FUZZ_TARGETS); do \
 	  n=$$(sed -n 's/^stat::number_of_executed_units: *//p' $(FUZZ_DIR)/work/$$t.log | tail -n 1); \
 	  c=$$(ls $(FUZZ_DIR)/work/$$t | wc -l); \
-	  printf '  %-9s %12s executions  corpus %s\n' "$$t" "$${n:-?}" "$$c"; \
+	  printf '  %-14s %12s executions  corpus %s\n' "$$t" "$${n:-?}" "$$c"; \
 	done
 endef
 

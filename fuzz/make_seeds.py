@@ -6,6 +6,9 @@ The request and response seeds are the refusal batteries of the e2e tests
 (tests/e2e/test_refusals.py, test_smuggling.py, test_response_refusals.py)
 plus valid messages, so the fuzzers start from every rule's edge. Each seed
 is named by the SHA-1 of its content, as libFuzzer names what it adds.
+
+    fuzz/make_seeds.py                   every target
+    fuzz/make_seeds.py proxy_protocol    only the targets named
 """
 import hashlib
 import json
@@ -24,7 +27,7 @@ import test_smuggling as ts           # noqa: E402
 import test_response_refusals as trr  # noqa: E402
 
 MAX_LEN = {"request": 12288, "response": 8192, "chunked": 8192, "config": 16384,
-           "cookie": 4096, "token": 1024}
+           "cookie": 4096, "token": 1024, "proxy_protocol": 1024}
 
 
 def write(target, seeds):
@@ -179,6 +182,11 @@ def config_seeds():
                                                "private_key": "k.pem"}]}}]},
         {"threads": -1},
         {"listen": [{"address": "nohost", "load_balancer": "nolb"}]},
+        {"listen": [{"address": "127.0.0.1:8080", "load_balancer": "www",
+                     "proxy_protocol": True}],
+         "trusted_proxies": ["10.0.0.0/8", "::1", "192.0.2.1/33"]},
+        {"listen": [{"address": "127.0.0.1:8080", "load_balancer": "www",
+                     "proxy_protocol": "yes"}], "trusted_proxies": "10.0.0.0/8"},
     ]
     for t in tops:
         cfg = json.loads(json.dumps(base))
@@ -223,15 +231,66 @@ def token_seeds():
     ]
 
 
-def main():
-    write("request", request_seeds())
-    write("response", response_seeds())
-    write("chunked", chunked_seeds())
-    write("config", config_seeds())
-    write("cookie", cookie_seeds())
-    write("token", token_seeds())
+V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def proxy_protocol_seeds():
+    def v2(ver_cmd, fam, body):
+        return V2_SIGNATURE + bytes([ver_cmd, fam]) + len(body).to_bytes(2, "big") + body
+    v4 = bytes([192, 0, 2, 7, 198, 51, 100, 1, 0xC8, 0x2A, 0x01, 0xBB])
+    v6 = bytes(range(32)) + b"\x12\x34\x00\x50"
+    tlvs = b"\x01\x00\x02h2" + b"\x04\x00\x00" + b"\xea\x00\x05vpc-1"
+    http = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    seeds = [
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 51234 443\r\n",
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 51234 443\r\n" + http,
+        b"PROXY TCP6 2001:db8::1 ::1 0 65535\r\n",
+        b"PROXY TCP6 ::ffff:192.0.2.1 fe80::1 1 2\r\n",
+        b"PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff "
+        b"ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n",
+        b"PROXY UNKNOWN\r\n",
+        b"PROXY UNKNOWN ffff::1 whatever 1 2\r\n",
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 51234 443\n",
+        b"PROXY TCP4  192.0.2.7 198.51.100.1 1 2\r\n",
+        b"PROXY TCP4 192.0.2.07 198.51.100.1 1 2\r\n",
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 65536 2\r\n",
+        b"PROXY TCP4 192.0.2.7 198.51.100.1 080 2\r\n",
+        b"PROXY UNKNOWN " + b"x" * 100 + b"\r\n",
+        b"PROXY ",
+        v2(0x21, 0x11, v4),
+        v2(0x21, 0x11, v4 + tlvs) + http,
+        v2(0x21, 0x21, v6),
+        v2(0x21, 0x21, v6 + tlvs),
+        v2(0x20, 0x11, v4),
+        v2(0x20, 0x00, b""),
+        v2(0x21, 0x00, b""),
+        v2(0x21, 0x31, bytes(216)),
+        v2(0x21, 0x12, v4),
+        v2(0x11, 0x11, v4),
+        v2(0x22, 0x11, v4),
+        v2(0x21, 0x41, v4),
+        v2(0x21, 0x11, v4[:11]),
+        V2_SIGNATURE + b"\x21\x11\xff\xff",
+        V2_SIGNATURE[:7],
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"\x16\x03\x01\x00\xa5\x01",
+    ]
+    return seeds
+
+
+TARGETS = {
+    "request": request_seeds, "response": response_seeds, "chunked": chunked_seeds,
+    "config": config_seeds, "cookie": cookie_seeds, "token": token_seeds,
+    "proxy_protocol": proxy_protocol_seeds,
+}
+
+
+def main(names):
+    """Writes the seeds of the targets named (all of them by default)."""
+    for name in names or TARGETS:
+        write(name, TARGETS[name]())
 
 
 if __name__ == "__main__":
     os.chdir(REPO)
-    main()
+    main(sys.argv[1:])

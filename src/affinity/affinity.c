@@ -689,6 +689,21 @@ int affinity_reroute(const struct route_ctx *ctx, struct token_ctx *tokens,
     return 0;
 }
 
+void affinity_move_within_pool(const struct route_ctx *ctx, struct token_ctx *tokens,
+                               struct affinity_decision *d, size_t origin)
+{
+    struct route_tried *t = &d->tried;
+    if (t->n > 0 && t->at[t->n - 1].pool == d->pool && t->at[t->n - 1].origin == d->origin)
+        t->at[t->n - 1].origin = (uint16_t)origin; /* the one it waited for was never tried */
+    else
+        route_tried_add(t, (size_t)d->pool, origin);
+    d->origin = (long)origin;
+    bool cookie = d->set_cookie;
+    d->set_cookie = false;
+    if (cookie)
+        issue_cookie(ctx, tokens, d);
+}
+
 size_t affinity_header_value(const struct snapshot *s, long lb,
                              const struct affinity_decision *d, char *buf, size_t size)
 {

@@ -123,6 +123,12 @@ bool affinity_failover(const struct route_ctx *ctx, struct affinity_decision *d)
 int affinity_reroute(const struct route_ctx *ctx, struct token_ctx *tokens,
                      struct affinity_decision *d);
 
+/* Moves d, a decision that is not pinned (a new session waiting for room in
+ * its pool), to another origin of the same pool, re-issuing the cookie it
+ * was to set for the new origin. */
+void affinity_move_within_pool(const struct route_ctx *ctx, struct token_ctx *tokens,
+                               struct affinity_decision *d, size_t origin);
+
 /* Formats the X-Limpet-Affinity value of d, decided on load balancer lb of s,
  * into buf; returns its length (0: none, e.g. session_affinity "none"). */
 size_t affinity_header_value(const struct snapshot *s, long lb,

@@ -145,11 +145,99 @@ bool route_origin_usable(const struct route_ctx *ctx, size_t p, size_t o)
            atomic_load_explicit(&os->retry_after_ms, memory_order_relaxed) <= ctx->now_ms;
 }
 
-/* Chooses an origin in one pool; returns its index or -1. */
-static long choose_in_pool(const struct route_ctx *ctx, const struct route_tried *tried, size_t p)
+bool route_origin_full(const struct snapshot *s, size_t p, size_t o)
+{
+    unsigned max = s->cfg->pools[p].origins[o].max_connections;
+    return max > 0 &&
+           atomic_load_explicit(&s->pools[p].origins[o]->in_flight, memory_order_relaxed) >= max;
+}
+
+bool route_slot_take(const struct snapshot *s, size_t p, size_t o, struct origin_shared **held)
+{
+    unsigned max = s->cfg->pools[p].origins[o].max_connections;
+    *held = NULL;
+    if (max == 0)
+        return true;
+    struct origin_shared *os = s->pools[p].origins[o];
+    unsigned n = atomic_load_explicit(&os->in_flight, memory_order_relaxed);
+    do {
+        if (n >= max)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&os->in_flight, &n, n + 1,
+                                                    memory_order_acq_rel, memory_order_relaxed));
+    *held = os;
+    return true;
+}
+
+void route_slot_release(struct origin_shared *held)
+{
+    if (held)
+        atomic_fetch_sub_explicit(&held->in_flight, 1, memory_order_acq_rel);
+}
+
+/* slow_start: whether a new session passes over origin (p, o) this time —
+ * with probability 1 - elapsed/slow_start (at most 99%) after it came back,
+ * so its share grows linearly from near 0 to its weight's. */
+static bool slow_start_skips(const struct route_ctx *ctx, size_t p, size_t o)
+{
+    double ramp_ms = ctx->snap->cfg->pools[p].origins[o].slow_start * 1000.0;
+    if (ramp_ms <= 0)
+        return false;
+    const struct origin_shared *os = ctx->snap->pools[p].origins[o];
+    uint64_t since = atomic_load_explicit(&os->up_since_ms, memory_order_relaxed);
+    if (since == 0)
+        return false;
+    double elapsed = ctx->now_ms > since ? (double)(ctx->now_ms - since) : 0.0;
+    if (elapsed >= ramp_ms)
+        return false;
+    double share = elapsed / ramp_ms;
+    if (share < 0.01)
+        share = 0.01;
+    return (double)(steer_random(ctx->rng) % 1000000) >= share * 1000000.0;
+}
+
+/* Picks among the candidates of pool p (ctx->candidates, at least one): the
+ * client's origin first for hash steering; origins at max_connections only
+ * when none has room (never with room_only); slow_start thinning ramping
+ * origins while another candidate is left. Returns the index or -1. */
+static long pick_candidate(const struct route_ctx *ctx, size_t p, bool room_only)
 {
     const struct snapshot *s = ctx->snap;
     const struct cfg_pool *pool = &s->cfg->pools[p];
+    bool *candidate = ctx->candidates;
+    size_t n = pool->num_origins, left = 0, with_room = 0;
+    for (size_t o = 0; o < n; o++) {
+        left += candidate[o];
+        with_room += candidate[o] && !route_origin_full(s, p, o);
+    }
+    if (with_room == 0 && room_only)
+        return -1;
+    if (with_room > 0 && with_room < left) {
+        for (size_t o = 0; o < n; o++)
+            candidate[o] = candidate[o] && !route_origin_full(s, p, o);
+        left = with_room;
+    }
+    if (pool->origin_steering == STEER_HASH) {
+        uint8_t key[16];
+        long o = maglev_lookup(&s->hash[p].usable, maglev_hash(key, route_client_key(ctx, key)));
+        if (o >= 0 && candidate[o])
+            return o;
+        /* the client's origin was tried already (or is full): any other will do */
+    }
+    for (size_t o = 0; o < n && left > 1; o++) {
+        if (candidate[o] && slow_start_skips(ctx, p, o)) {
+            candidate[o] = false;
+            left--;
+        }
+    }
+    return steer_pick(pool->origin_steering, pool->origins, ctx->pool_slots[p], candidate, n,
+                      ctx->rng);
+}
+
+/* Chooses an origin in one pool; returns its index or -1. */
+static long choose_in_pool(const struct route_ctx *ctx, const struct route_tried *tried, size_t p)
+{
+    const struct cfg_pool *pool = &ctx->snap->cfg->pools[p];
     bool *candidate = ctx->candidates;
     bool any = false;
 
@@ -157,17 +245,21 @@ static long choose_in_pool(const struct route_ctx *ctx, const struct route_tried
         candidate[o] = route_origin_usable(ctx, p, o) && !already_tried(tried, p, o);
         any |= candidate[o];
     }
-    if (!any)
-        return -1;
-    if (pool->origin_steering == STEER_HASH) {
-        uint8_t key[16];
-        long o = maglev_lookup(&s->hash[p].usable, maglev_hash(key, route_client_key(ctx, key)));
-        if (o >= 0 && candidate[o])
-            return o;
-        /* the client's origin was tried already: any other will do */
+    return any ? pick_candidate(ctx, p, false) : -1;
+}
+
+long route_choose_with_room(const struct route_ctx *ctx, const struct route_tried *tried,
+                            size_t p, size_t current)
+{
+    const struct cfg_pool *pool = &ctx->snap->cfg->pools[p];
+    bool *candidate = ctx->candidates;
+    bool any = false;
+    for (size_t o = 0; o < pool->num_origins; o++) {
+        candidate[o] = route_origin_usable(ctx, p, o) &&
+                       (o == current || !already_tried(tried, p, o));
+        any |= candidate[o];
     }
-    return steer_pick(pool->origin_steering, pool->origins, ctx->pool_slots[p], candidate,
-                      pool->num_origins, ctx->rng);
+    return any ? pick_candidate(ctx, p, true) : -1;
 }
 
 /* Sum of the usable origins' weights of pool p (0: nothing usable). */

@@ -33,6 +33,7 @@
 
 struct snapshot;
 struct origin_stats;
+struct origin_shared;
 
 #define ROUTE_MAX_POOLS 64        /* pools in one steering order */
 #define ROUTE_MAX_ATTEMPTS 8      /* origins tried for one request */
@@ -89,6 +90,10 @@ size_t route_pool_order(const struct route_ctx *ctx, long *pools, size_t max,
 /*
  * Chooses a pool and origin among the usable ones not in `tried`, by the
  * pool order and each pool's origin_steering, and adds it to `tried`.
+ * Within a pool, origins at their max_connections are passed over while
+ * another has room (when none has, one of them is chosen: the request then
+ * waits for it), and an origin within its slow_start takes part with a
+ * probability growing linearly from near 0 to 1 over that time.
  * Returns 0 with *pool, *origin set (and *fallback true when it came from the
  * fallback pool), or -1 when nothing is left: no usable origin, ROUTE_MAX_ATTEMPTS
  * tried already, or no load balancer.
@@ -99,6 +104,26 @@ int route_choose(const struct route_ctx *ctx, struct route_tried *tried, long *p
 /* Whether route_choose would find an origin not in `tried` (nothing chosen,
  * no steering state moved). */
 bool route_any_left(const struct route_ctx *ctx, const struct route_tried *tried);
+
+/*
+ * For a new session waiting in pool's queue: an origin of the pool with a
+ * max_connections slot free now, usable and not tried (`current`, the one it
+ * waits for, excepted), by the pool's steering; -1 when none.
+ */
+long route_choose_with_room(const struct route_ctx *ctx, const struct route_tried *tried,
+                            size_t pool, size_t current);
+
+/* Whether origin (pool, origin) of s is at its max_connections (0: never). */
+bool route_origin_full(const struct snapshot *s, size_t pool, size_t origin);
+
+/* Takes one of origin (pool, origin)'s max_connections slots (an atomic
+ * count shared by every worker): true when taken (*held then names the
+ * origin to give it back to; NULL for an unlimited origin, which counts
+ * nothing), false when it is at its limit. */
+bool route_slot_take(const struct snapshot *s, size_t pool, size_t origin,
+                     struct origin_shared **held);
+/* Gives a slot back (NULL: nothing held). */
+void route_slot_release(struct origin_shared *held);
 
 /* Adds (pool, origin) to `tried` unless it is full; returns false when full. */
 bool route_tried_add(struct route_tried *tried, size_t pool, size_t origin);

@@ -433,6 +433,12 @@ static const struct num_rule RULE_AFFINITY_TTL =
     {false, false, true, 1, 604800, "a number: 0 or 1..604800"};
 static const struct num_rule RULE_LONG_DURATION =
     {false, false, false, 0, 31536000, "a number >= 0 and <= 31536000"};
+static const struct num_rule RULE_ORIGIN_MAX_CONNECTIONS =
+    {true, false, false, 0, 1000000, "an integer >= 0 and <= 1000000 (0: no limit)"};
+static const struct num_rule RULE_SLOW_START =
+    {false, false, false, 0, 86400, "a number >= 0 and <= 86400 (0: off)"};
+static const struct num_rule RULE_QUEUE_MAX =
+    {true, false, false, 0, 1000000, "an integer >= 0 and <= 1000000"};
 
 static bool want_number(struct walker *w, json_t *v, const struct num_rule *r,
                         double *out)
@@ -944,7 +950,8 @@ static void walk_origin_tls(struct walker *w, json_t *v, struct cfg_origin *o)
 static void origin_cb(struct walker *w, json_t *item, void *elem, void *ctx)
 {
     static const char *const keys[] = {"name", "address", "weight", "route",
-                                       "state", "tls", NULL};
+                                       "state", "tls", "max_connections", "slow_start",
+                                       NULL};
     struct cfg_origin *o = elem;
     (void)ctx;
     o->weight = 1;
@@ -959,6 +966,8 @@ static void origin_cb(struct walker *w, json_t *item, void *elem, void *ctx)
     get_string(w, item, "route", false, check_name, &o->route);
     if (get_enum(w, item, "state", ORIGIN_STATES, &state))
         o->state = (enum origin_state)state;
+    get_uint(w, item, "max_connections", &RULE_ORIGIN_MAX_CONNECTIONS, &o->max_connections);
+    get_double(w, item, "slow_start", &RULE_SLOW_START, &o->slow_start);
     size_t mark;
     json_t *tls = enter(w, item, "tls", false, &mark);
     if (tls) {
@@ -981,15 +990,26 @@ static void walk_passive(struct walker *w, json_t *v, struct cfg_pool *p)
     get_bool(w, v, "http_5xx", &p->passive_http_5xx);
 }
 
+/* pools[].queue: how requests wait for an origin at its max_connections. */
+static void walk_queue(struct walker *w, json_t *v, struct cfg_queue *q)
+{
+    static const char *const keys[] = {"max", "timeout", NULL};
+    if (!want_object(w, v, keys))
+        return;
+    get_uint(w, v, "max", &RULE_QUEUE_MAX, &q->max);
+    get_double(w, v, "timeout", &RULE_DURATION, &q->timeout);
+}
+
 /* ctx: the config (monitors already loaded). */
 static void pool_cb(struct walker *w, json_t *item, void *elem, void *ctx)
 {
     static const char *const keys[] = {"name", "monitor", "origin_steering",
-                                       "origins", "passive", NULL};
+                                       "origins", "passive", "queue", NULL};
     const struct config *cfg = ctx;
     struct cfg_pool *p = elem;
     p->monitor_index = -1;
     p->origin_steering = STEER_ROUND_ROBIN;
+    p->queue = (struct cfg_queue){.max = 1000, .timeout = 5};
     if (!want_object(w, item, keys))
         return;
     int steering;
@@ -1007,6 +1027,11 @@ static void pool_cb(struct walker *w, json_t *item, void *elem, void *ctx)
     json_t *passive = enter(w, item, "passive", false, &mark);
     if (passive) {
         walk_passive(w, passive, p);
+        leave(w, mark);
+    }
+    json_t *queue = enter(w, item, "queue", false, &mark);
+    if (queue) {
+        walk_queue(w, queue, &p->queue);
         leave(w, mark);
     }
     p->origins = get_array(w, item, "origins", true, true, sizeof(*p->origins),
@@ -1229,7 +1254,8 @@ static void walk_listener_tls(struct walker *w, json_t *v, struct cfg_listener *
 /* ctx: the config (load balancers already loaded). */
 static void listener_cb(struct walker *w, json_t *item, void *elem, void *ctx)
 {
-    static const char *const keys[] = {"address", "load_balancer", "tls", NULL};
+    static const char *const keys[] = {"address", "load_balancer", "tls", "proxy_protocol",
+                                       NULL};
     const struct config *cfg = ctx;
     struct cfg_listener *l = elem;
     if (!want_object(w, item, keys))
@@ -1252,6 +1278,7 @@ static void listener_cb(struct walker *w, json_t *item, void *elem, void *ctx)
         walk_listener_tls(w, tls, l);
         leave(w, mark);
     }
+    get_bool(w, item, "proxy_protocol", &l->proxy_protocol);
 }
 
 /* Two listeners on one address could not both bind. */
@@ -1320,7 +1347,7 @@ static void refuse_unsupported(struct walker *w, const struct config *c)
 static void walk_root(struct walker *w, json_t *root, struct config *cfg)
 {
     static const char *const keys[] = {"listen", "admin", "threads", "secret_file",
-        "client_regions", "timeouts", "limits", "log", "monitors", "pools",
+        "client_regions", "trusted_proxies", "timeouts", "limits", "log", "monitors", "pools",
         "load_balancers", NULL};
     if (!json_is_object(root)) {
         fail(w, "the top level must be a JSON object");
@@ -1340,6 +1367,9 @@ static void walk_root(struct walker *w, json_t *root, struct config *cfg)
         walk_client_regions(w, v, cfg);
         leave(w, mark);
     }
+    cfg->trusted_proxies = get_array(w, root, "trusted_proxies", false, false,
+                                     sizeof(*cfg->trusted_proxies), &cfg->num_trusted_proxies,
+                                     cidr_cb, NULL);
     if ((v = enter(w, root, "timeouts", false, &mark))) {
         walk_timeouts(w, v, &cfg->timeouts);
         leave(w, mark);
@@ -1422,14 +1452,23 @@ static struct config *build(struct walker *w, json_t *root, const char *path)
 
 static void report_syntax(struct walker *w, const json_error_t *err)
 {
+    /* jansson quotes the text near the error, control characters included:
+     * a message stays one line. */
+    char text[sizeof(err->text)];
+    size_t n = 0;
+    for (; err->text[n] && n < sizeof(text) - 1; n++) {
+        unsigned char c = (unsigned char)err->text[n];
+        text[n] = c < 0x20 || c == 0x7f ? '?' : (char)c;
+    }
+    text[n] = '\0';
     if (err->line >= 1) {
         char *msg = NULL;
         if (asprintf(&msg, "%s:%d:%d: %s", w->file, err->line, err->column,
-                     err->text) < 0)
+                     text) < 0)
             msg = NULL;
         add_message(w, msg);
     } else {
-        fail(w, "%s", err->text);
+        fail(w, "%s", text);
     }
 }
 

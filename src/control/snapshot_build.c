@@ -89,6 +89,9 @@ static struct origin_shared *origin_get(const char *pool, const char *name)
         atomic_init(&o->drain_started_ms, 0);
         atomic_init(&o->passive_failures, 0);
         atomic_init(&o->retry_after_ms, 0);
+        atomic_init(&o->in_flight, 0);
+        atomic_init(&o->up_since_ms, 0);
+        o->last_state = -1;
         origins_by_id[id] = o;
         return o;
     }
@@ -103,6 +106,48 @@ static void origin_put(struct origin_shared *o)
     free(o->pool);
     free(o->name);
     free(o);
+}
+
+/* ---- pool identities (registry lock held) ---- */
+
+static struct pool_shared **pools_shared;
+static size_t num_pools_shared;
+
+static struct pool_shared *pool_get(const char *name)
+{
+    for (size_t i = 0; i < num_pools_shared; i++) {
+        if (strcmp(pools_shared[i]->name, name) == 0) {
+            atomic_fetch_add(&pools_shared[i]->refs, 1);
+            return pools_shared[i];
+        }
+    }
+    struct pool_shared *ps = calloc(1, sizeof(*ps));
+    struct pool_shared **grown =
+        realloc(pools_shared, (num_pools_shared + 1) * sizeof(*pools_shared));
+    if (grown)
+        pools_shared = grown;
+    if (!ps || !grown || !(ps->name = strdup(name))) {
+        free(ps);
+        return NULL;
+    }
+    atomic_init(&ps->refs, 1);
+    atomic_init(&ps->queued, 0);
+    pools_shared[num_pools_shared++] = ps;
+    return ps;
+}
+
+static void pool_put(struct pool_shared *ps)
+{
+    if (!ps || atomic_fetch_sub(&ps->refs, 1) != 1)
+        return;
+    for (size_t i = 0; i < num_pools_shared; i++) {
+        if (pools_shared[i] == ps) {
+            pools_shared[i] = pools_shared[--num_pools_shared];
+            break;
+        }
+    }
+    free(ps->name);
+    free(ps);
 }
 
 /* ---- listening sockets ---- */
@@ -240,6 +285,7 @@ static void release_registry_refs(struct snapshot_base *b, const struct config *
         for (size_t o = 0; b->pools[p].origins && o < cfg->pools[p].num_origins; o++)
             origin_put(b->pools[p].origins[o]);
         free(b->pools[p].origins);
+        pool_put(b->pools[p].shared);
     }
     for (size_t i = 0; b->listeners && i < cfg->num_listeners; i++)
         socket_put(b->listeners[i]);
@@ -288,7 +334,8 @@ static struct snapshot_base *base_build(struct config *cfg, char *err, size_t er
         const struct cfg_pool *pool = &cfg->pools[p];
         b->pools[p].origins = calloc(pool->num_origins ? pool->num_origins : 1,
                                      sizeof(struct origin_shared *));
-        if (!b->pools[p].origins) {
+        b->pools[p].shared = pool_get(pool->name);
+        if (!b->pools[p].origins || !b->pools[p].shared) {
             snprintf(err, err_size, "out of memory");
             ok = false;
             break;
@@ -327,6 +374,12 @@ static struct snapshot_base *base_build(struct config *cfg, char *err, size_t er
                 } else if (!draining && started != 0) {
                     atomic_store(&os->drain_started_ms, 0);
                 }
+                /* Enabled again: slow_start ramps it up from now. */
+                int state = (int)cfg->pools[p].origins[o].state;
+                if (os->last_state >= 0 && os->last_state != ORIGIN_ENABLED &&
+                    state == ORIGIN_ENABLED)
+                    atomic_store(&os->up_since_ms, clock_ms());
+                os->last_state = state;
             }
         }
     }

@@ -153,6 +153,8 @@ int access_log_append(struct access_log *log, const struct access_entry *e)
                         e->origin ? strlen(e->origin) : 0);
     append_string_field(line, sizeof(line), &n, ",\"affinity\":", e->affinity,
                         e->affinity ? strlen(e->affinity) : 0);
+    if (e->aborted)
+        append_raw(line, sizeof(line), &n, ",\"aborted\":true");
     append_raw(line, sizeof(line), &n, "}\n");
     if (line[n - 1] != '\n') /* cut short by the line limit: still end the line */
         line[n - 1] = '\n';

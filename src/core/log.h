@@ -12,6 +12,7 @@
 #define LIMPET_CORE_LOG_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,6 +51,7 @@ struct access_entry {
     const char *pool;              /* NULL when no pool was chosen */
     const char *origin;            /* NULL when no origin was chosen */
     const char *affinity;          /* affinity outcome */
+    bool aborted;                  /* cut off unfinished: adds "aborted":true */
 };
 
 /* Appends one line; returns 1 when the buffer should be flushed now. */

@@ -38,8 +38,16 @@ static void accept_cb(struct loop *loop, struct io_watch *io, uint32_t events)
     struct worker *w = loop->owner;
     for (int i = 0; i < ACCEPT_BATCH && l->io.fd >= 0; i++) {
         if (w->num_conns >= w->max_conns) {
-            set_listeners_paused(w, true);
-            return;
+            /* A connection is waiting (the listener was readable): make room
+             * by closing one the owner can spare. Only on the first look:
+             * later ones may find the backlog empty, and the listener stays
+             * readable while clients wait. */
+            if (i > 0)
+                return;
+            if (!w->ops->reclaim_cb || !w->ops->reclaim_cb(w) || w->num_conns >= w->max_conns) {
+                set_listeners_paused(w, true);
+                return;
+            }
         }
         struct sockaddr_storage peer;
         socklen_t len = sizeof(peer);
@@ -127,6 +135,13 @@ void worker_conn_closed(struct worker *w)
         return;
     }
     if (w->num_conns < w->max_conns && !timer_armed(&w->accept_resume_timer))
+        set_listeners_paused(w, false);
+}
+
+void worker_conn_idle(struct worker *w)
+{
+    if (w->num_conns >= w->max_conns && !w->stopping && w->ops->reclaim_cb &&
+        !timer_armed(&w->accept_resume_timer))
         set_listeners_paused(w, false);
 }
 

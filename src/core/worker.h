@@ -5,8 +5,11 @@
  * creates it (the proxy) passes a table of callbacks and its own per-thread
  * state (`app`). The worker accepts connections on the listening sockets the
  * owner registers and hands each accepted socket to the owner's accept
- * callback; it pauses accepting while its connection count is at its share
- * of the limit (the owner reports connections opened and closed).
+ * callback. At its share of the connection limit it asks the owner to
+ * reclaim a connection (close one idle between requests, the longest idle
+ * first) and accepts in its place; when the owner has none it pauses
+ * accepting until a connection closes or becomes idle (the owner reports
+ * connections opened, closed and gone idle).
  *
  * Another thread talks to a worker in two ways only: worker_offer() puts an
  * object (a snapshot, for the proxy) in a one-slot mailbox and wakes the
@@ -58,6 +61,10 @@ struct worker_ops {
     /* Retiring: keep every connection, but none is kept alive after its
      * current response (optional). */
     void (*retire_cb)(struct worker *w);
+    /* At the connection limit, with a client waiting to be accepted: close the
+     * connection idle the longest to make room. Returns false when there is
+     * none (accepting then pauses). May be NULL. */
+    bool (*reclaim_cb)(struct worker *w);
     /* The loop is over (or never ran): free every connection and the app state. */
     void (*fini_cb)(struct worker *w);
 };
@@ -111,6 +118,9 @@ void worker_unlisten(struct worker *w, struct listener *l);
 void worker_set_max_conns(struct worker *w, unsigned max_conns);
 void worker_conn_opened(struct worker *w);
 void worker_conn_closed(struct worker *w);
+/* A connection became reclaimable (idle between requests): accepting paused
+ * at the limit resumes, to reclaim it for the next client. */
+void worker_conn_idle(struct worker *w);
 /* Asks for an access-log flush soon (arms the flush timer), or now. */
 void worker_log_written(struct worker *w, int flush_now);
 

@@ -83,6 +83,7 @@ static void set_verdict(struct monitored *m, bool up, const char *reason)
         for (unsigned k = 0; k < PASSIVE_KINDS; k++)
             atomic_store(&os->passive_streak[k], 0);
         atomic_store(&os->retry_after_ms, 0);
+        atomic_store(&os->up_since_ms, clock_ms()); /* slow_start ramps from now */
         m->went_up++;
         log_error("origin %s/%s up", os->pool, os->name);
     } else {
@@ -247,6 +248,7 @@ static void stop_monitoring(struct health *h, struct monitored *m, bool still_pr
 {
     if (still_present && !m->counts.up) {
         atomic_store(&m->os->healthy, true);
+        atomic_store(&m->os->up_since_ms, clock_ms());
         log_error("origin %s/%s up: no monitor any more", m->os->pool, m->os->name);
         if (!timer_armed(&h->refresh))
             arm(h, &h->refresh, 0);

@@ -7,7 +7,9 @@
  * response relayed: exchange.c), CS_SEND_ERROR (a response limpet made
  * itself, then close), CS_LINGER (write side shut, input drained briefly so
  * the client reads the last response instead of a reset) and CS_TUNNEL
- * (after a 101: tunnel.c).
+ * (after a 101: tunnel.c). On a proxy_protocol listener a connection starts
+ * in CS_PROXY_HEADER, waiting for the PROXY protocol header that sets the
+ * client address; a missing, malformed or late one closes it unanswered.
  *
  * The connection record is small and comes from the thread's slab; between
  * requests it holds no buffer and no exchange.
@@ -18,13 +20,19 @@
  * Pipelined requests wait in the input buffer and are parsed only after the
  * previous response has been sent, so they are answered in order.
  *
+ * Connections idle between requests are kept in a list, the longest idle
+ * first: at the connection limit the worker closes the first of them to
+ * admit a new client (client_reclaim_idle).
+ *
  * One timer per connection; its deadline is recomputed from the state after
  * each drive: request_header while a head is incomplete, keepalive between
  * requests, connect while an origin connection is opening, server while
- * waiting on the origin, client while waiting on the client.
+ * waiting on the origin, client while waiting on the client (request_header
+ * covers a PROXY header too).
  */
 #include "proxy/proxy.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -36,6 +44,7 @@
 
 #include "core/addr.h"
 #include "core/log.h"
+#include "http/proxy_protocol.h"
 #include "proxy/thread.h"
 
 #define LINGER_MS 2000u
@@ -76,6 +85,7 @@ void client_release_exchange(struct client *c, bool origin_reusable)
 {
     if (!c->ex)
         return;
+    exchange_dequeue(c);
     exchange_detach_origin(c, origin_reusable);
     proxy_snapshot_put(c->pt, c->ex->use);
     c->ex->use = NULL;
@@ -91,10 +101,54 @@ void client_end_exchange(struct client *c, bool origin_reusable)
     c->ex = NULL;
 }
 
+/* ---- the idle list (connections between requests, longest idle first) ---- */
+
+static void idle_remove(struct client *c)
+{
+    if (!c->idle_listed)
+        return;
+    struct proxy_thread *pt = c->pt;
+    if (c->idle_prev)
+        c->idle_prev->idle_next = c->idle_next;
+    else
+        pt->idle_head = c->idle_next;
+    if (c->idle_next)
+        c->idle_next->idle_prev = c->idle_prev;
+    else
+        pt->idle_tail = c->idle_prev;
+    c->idle_prev = c->idle_next = NULL;
+    c->idle_listed = false;
+}
+
+static void idle_add(struct client *c)
+{
+    if (c->idle_listed)
+        return;
+    struct proxy_thread *pt = c->pt;
+    c->idle_prev = pt->idle_tail;
+    c->idle_next = NULL;
+    if (pt->idle_tail)
+        pt->idle_tail->idle_next = c;
+    else
+        pt->idle_head = c;
+    pt->idle_tail = c;
+    c->idle_listed = true;
+    worker_conn_idle(pt->w); /* at the limit, accepting may resume by reclaiming it */
+}
+
+bool client_reclaim_idle(struct proxy_thread *pt)
+{
+    if (!pt->idle_head)
+        return false;
+    client_close(pt->idle_head);
+    return true;
+}
+
 void client_close(struct client *c)
 {
     struct proxy_thread *pt = c->pt;
     struct worker *w = pt->w;
+    idle_remove(c);
     client_end_exchange(c, false);
     timer_cancel(&w->loop, &c->timer);
     loop_unwatch_closing(&w->loop, &c->io); /* close() takes it out of epoll */
@@ -111,6 +165,27 @@ void client_close(struct client *c)
     worker_conn_closed(w);
 }
 
+/* Sets the client address (from a PROXY protocol header). */
+static void client_set_address(struct client *c, uint8_t family, const uint8_t *addr)
+{
+    c->peer_family = family;
+    memset(c->peer_addr, 0, sizeof(c->peer_addr));
+    memcpy(c->peer_addr, addr, family == 6 ? 16 : 4);
+    if (!inet_ntop(family == 6 ? AF_INET6 : AF_INET, addr, c->ip, sizeof(c->ip)))
+        c->ip[0] = '\0';
+    c->ip_len = (uint8_t)strlen(c->ip);
+}
+
+/* Whether connections accepted on l start with a PROXY protocol header. */
+static bool listener_proxy_protocol(const struct proxy_thread *pt, const struct listener *l)
+{
+    const struct snapshot *s = pt->cur->snap;
+    for (size_t i = 0; i < s->cfg->num_listeners; i++)
+        if (s->listeners[i]->fds[pt->w->id] == l->io.fd)
+            return s->cfg->listeners[i].proxy_protocol;
+    return false;
+}
+
 void client_accept(struct proxy_thread *pt, struct listener *l, int fd,
                    const struct sockaddr *peer)
 {
@@ -123,7 +198,7 @@ void client_accept(struct proxy_thread *pt, struct listener *l, int fd,
     memset(c, 0, sizeof(*c));
     c->pt = pt;
     c->listener = l;
-    c->state = CS_READ_HEAD;
+    c->state = listener_proxy_protocol(pt, l) ? CS_PROXY_HEADER : CS_READ_HEAD;
     c->last_io_ms = c->head_start_ms = w->loop.now_ms;
     sockaddr_ip_string(peer, c->ip, sizeof(c->ip));
     if (peer->sa_family == AF_INET6) {
@@ -154,12 +229,29 @@ void client_stop_idle(struct proxy_thread *pt)
     struct client *c = pt->clients;
     while (c) {
         struct client *next = c->next;
-        if (c->state == CS_READ_HEAD && (!c->in || buf_len(c->in) == 0))
+        if ((c->state == CS_READ_HEAD || c->state == CS_PROXY_HEADER) &&
+            (!c->in || buf_len(c->in) == 0))
             client_close(c);
         else if (c->state == CS_EXCHANGE)
             c->ex->client_keep_alive = false;
         c = next;
     }
+}
+
+unsigned client_close_all(struct proxy_thread *pt)
+{
+    unsigned cut = 0;
+    while (pt->clients) {
+        struct client *c = pt->clients;
+        if (c->state == CS_EXCHANGE && c->ex) {
+            /* status: the one sent, or 0 when the response had not begun */
+            c->ex->aborted = true;
+            client_log_exchange(c, c->ex->resp_state >= RESP_BODY ? c->ex->status : 0);
+            cut++;
+        }
+        client_close(c);
+    }
+    return cut;
 }
 
 /* ---- access log ---- */
@@ -195,9 +287,10 @@ void client_log_exchange(struct client *c, int status)
     uint64_t now_us = clock_wall_us();
     double seconds = ex->start_us ? (double)(now_us - ex->start_us) / 1e6 : 0.0;
     record_exchange(w, c, status, seconds);
+    size_t ip_len;
     struct access_entry e = {
         .time_us = ex->start_us ? ex->start_us : now_us,
-        .client = c->ip,
+        .client = client_ip_of(c, &ip_len),
         .method = ex->method, .method_len = ex->method_len,
         .path = ex->path, .path_len = ex->path_len,
         .status = status,
@@ -207,6 +300,7 @@ void client_log_exchange(struct client *c, int status)
         .pool = pool ? pool->name : NULL,
         .origin = pool && ex->aff.origin >= 0 ? pool->origins[ex->aff.origin].name : NULL,
         .affinity = ex->use ? affinity_reason_name(ex->aff.reason) : NULL,
+        .aborted = ex->aborted,
     };
     worker_log_written(w, access_log_append(w->access_log, &e));
 }
@@ -356,6 +450,8 @@ static enum step step_read_head(struct client *c)
                 buf_put(&pt->bufs, c->in);
                 c->in = NULL;
             }
+            if (!c->in && c->requests > 0)
+                idle_add(c); /* between requests */
             return STEP_BLOCKED;
         }
         if (!c->in) {
@@ -371,6 +467,7 @@ static enum step step_read_head(struct client *c)
         size_t want = buf_space(c->in);
         ssize_t n = recv(c->io.fd, c->in->data + c->in->end, want, 0);
         if (n > 0) {
+            idle_remove(c);
             if (was_empty)
                 c->head_start_ms = w->loop.now_ms;
             c->in->end += (uint32_t)n;
@@ -386,6 +483,56 @@ static enum step step_read_head(struct client *c)
             continue;
         }
         client_close(c); /* EOF or error between requests (a partial head is dropped) */
+        return STEP_CLOSED;
+    }
+}
+
+/* ---- PROXY protocol header ---- */
+
+/* Reads the PROXY protocol header a proxy_protocol listener requires: its
+ * address becomes the client's; bytes after it are the first request's. */
+static enum step step_proxy_header(struct client *c)
+{
+    struct proxy_thread *pt = c->pt;
+    for (;;) {
+        if (c->in && buf_len(c->in) > 0) {
+            struct pp_header h;
+            int r = pp_parse(c->in->data + c->in->start, buf_len(c->in), BUF_SIZE, &h);
+            if (r > 0) {
+                c->in->start += (uint32_t)r;
+                if (h.has_addr)
+                    client_set_address(c, h.family, h.src);
+                c->state = CS_READ_HEAD;
+                return STEP_PROGRESS;
+            }
+            if (r == PP_INVALID) {
+                client_close(c); /* strict: nothing is answered to a malformed header */
+                return STEP_CLOSED;
+            }
+        }
+        if (!c->readable)
+            return STEP_BLOCKED;
+        if (!c->in) {
+            c->in = buf_get(&pt->bufs);
+            if (!c->in) {
+                client_close(c);
+                return STEP_CLOSED;
+            }
+        }
+        size_t want = buf_space(c->in);
+        ssize_t n = want ? recv(c->io.fd, c->in->data + c->in->end, want, 0) : 0;
+        if (n > 0) {
+            c->in->end += (uint32_t)n;
+            c->last_io_ms = pt->w->loop.now_ms;
+            if ((size_t)n < want && !c->peer_closed)
+                c->readable = false;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            c->readable = false;
+            continue;
+        }
+        client_close(c); /* closed (or full) before a whole header */
         return STEP_CLOSED;
     }
 }
@@ -408,6 +555,8 @@ static uint64_t client_deadline(const struct client *c)
     const struct cfg_timeouts *t = &client_cfg(c)->timeouts;
     const struct exchange *ex = c->ex;
     switch (c->state) {
+    case CS_PROXY_HEADER:
+        return c->head_start_ms + seconds_ms(t->request_header);
     case CS_READ_HEAD:
         if ((!c->in || buf_len(c->in) == 0) && c->requests > 0)
             return c->last_io_ms + seconds_ms(t->keepalive);
@@ -454,6 +603,7 @@ static void client_timer_cb(struct loop *loop, struct timer *t)
     case CS_SEND_ERROR:
     case CS_LINGER:
     case CS_TUNNEL:
+    case CS_PROXY_HEADER: /* no whole PROXY header within request_header */
         client_close(c);
         return;
     }
@@ -470,6 +620,7 @@ static void client_drive(struct client *c)
         case CS_SEND_ERROR: s = step_send_error(c); break;
         case CS_LINGER: s = step_linger(c); break;
         case CS_TUNNEL: s = step_tunnel(c); break;
+        case CS_PROXY_HEADER: s = step_proxy_header(c); break;
         }
         if (s == STEP_CLOSED)
             return;

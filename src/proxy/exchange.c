@@ -17,9 +17,21 @@
  * side goes through exchange_failure_decide(), the one place that says
  * whether a request is retried on a new connection, on another origin, or
  * answered with 502/503 — nothing non-idempotent is ever sent twice.
+ *
+ * Origin limits: before its connection is acquired an exchange takes one of
+ * its origin's max_connections slots (an atomic count in origin_shared,
+ * shared by every worker), given back when it lets go of the origin. With no
+ * slot free it waits in its pool's queue — a list of this thread's waiting
+ * exchanges, linked through the exchanges themselves, counted against the
+ * pool's queue.max in pool_shared — until a slot frees (looked at again at
+ * once when this thread frees one, and every QUEUE_POLL_MS for those freed
+ * by other threads): a pinned session for its own origin, a new one for any
+ * origin of the pool with room. A full queue or a wait past queue.timeout
+ * is answered 503 with Retry-After.
  */
 #include "proxy/proxy.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +44,7 @@
 #include "proxy/thread.h"
 
 #define CONTINUE_WAIT_MS 250u     /* origin's time to answer Expect: 100-continue itself */
+#define QUEUE_POLL_MS 10u         /* waiting exchanges look for slots freed elsewhere */
 
 static uint64_t seconds_ms(double s) { return (uint64_t)(s * 1000.0); }
 
@@ -40,13 +53,16 @@ static uint64_t seconds_ms(double s) { return (uint64_t)(s * 1000.0); }
 static struct route_ctx exchange_route_ctx(const struct client *c)
 {
     struct proxy_thread *pt = c->pt;
+    const struct exchange *ex = c->ex;
     struct route_ctx rc = {
-        .snap = c->ex->use->snap, .lb = c->ex->lb, .client_family = c->peer_family,
-        .now_ms = pt->w->loop.now_ms, .pool_slots = c->ex->use->pool_slots,
+        .snap = ex->use->snap, .lb = ex->lb,
+        .client_family = ex->forwarded_client ? ex->fwd_family : c->peer_family,
+        .now_ms = pt->w->loop.now_ms, .pool_slots = ex->use->pool_slots,
         .candidates = pt->candidate_scratch, .rng = &pt->w->rng,
         .origin_stats = pt->w->stats.origins,
     };
-    memcpy(rc.client_addr, c->peer_addr, sizeof(rc.client_addr));
+    memcpy(rc.client_addr, ex->forwarded_client ? ex->fwd_addr : c->peer_addr,
+           sizeof(rc.client_addr));
     return rc;
 }
 
@@ -113,8 +129,10 @@ static bool build_request_head(struct client *c)
     char affinity[160];
     size_t affinity_len = affinity_header_value(ex->use->snap, ex->lb, &ex->aff, affinity,
                                                 sizeof(affinity));
+    size_t ip_len;
+    const char *ip = client_ip_of(c, &ip_len);
     return forward_request_head(ex, c->in->data + ex->req_start, ex->head_len, &pt->req,
-                                &pt->sem, c->ip, c->ip_len, affinity, affinity_len);
+                                &pt->sem, ip, ip_len, affinity, affinity_len);
 }
 
 /* Counts the session toward the origin's distinct-sessions estimate. */
@@ -135,6 +153,24 @@ static void note_session(struct client *c)
         __atomic_store_n(&st->sessions, win, __ATOMIC_RELEASE); /* readers: admin API */
     }
     hll_window_add(st->sessions, hll_mix64(ex->aff.session_hash), now);
+}
+
+/* A request from a trusted proxy: its client is the one X-Forwarded-For names. */
+static void take_forwarded_client(struct client *c)
+{
+    struct exchange *ex = c->ex;
+    const struct config *cfg = ex->use->snap->cfg;
+    if (cfg->num_trusted_proxies == 0 ||
+        !cfg_cidrs_contain(cfg->trusted_proxies, cfg->num_trusted_proxies, c->peer_family,
+                           c->peer_addr) ||
+        !forward_client_from_xff(&c->pt->req, &c->pt->sem, cfg->trusted_proxies,
+                                 cfg->num_trusted_proxies, &ex->fwd_family, ex->fwd_addr))
+        return;
+    if (!inet_ntop(ex->fwd_family == 6 ? AF_INET6 : AF_INET, ex->fwd_addr, ex->fwd_ip,
+                   sizeof(ex->fwd_ip)))
+        return;
+    ex->fwd_ip_len = (uint8_t)strlen(ex->fwd_ip);
+    ex->forwarded_client = true;
 }
 
 enum step exchange_start(struct client *c, size_t head_len)
@@ -167,6 +203,8 @@ enum step exchange_start(struct client *c, size_t head_len)
     ex->upgrade = wants_upgrade(&pt->req, sem);
     ex->expect_continue = sem->expect_continue && sem->body != H1_BODY_NONE;
     c->state = CS_EXCHANGE;
+    take_forwarded_client(c);
+    ex->pin_set_here = !c->pin.set;
     struct route_ctx rc = exchange_route_ctx(c);
     if (ex->lb < 0 || affinity_decide(&rc, pt->token_ctx, &c->pin, &pt->req, &ex->aff) < 0) {
         client_send_error(c, 503);
@@ -245,10 +283,27 @@ static void rewind_request(struct client *c)
 }
 
 static enum step connect_origin(struct client *c);
+static bool admit(struct client *c, enum step *step);
+
+/* Gives back the exchange's max_connections slot; waiting exchanges of this
+ * thread look for it at once. */
+static void release_slot(struct client *c)
+{
+    struct exchange *ex = c->ex;
+    if (!ex->slot)
+        return;
+    route_slot_release(ex->slot);
+    ex->slot = NULL;
+    struct proxy_thread *pt = c->pt;
+    if (pt->wait_head)
+        timer_arm(&pt->w->loop, &pt->queue_timer, 0);
+}
 
 void exchange_detach_origin(struct client *c, bool reusable)
 {
     struct exchange *ex = c->ex;
+    if (ex)
+        release_slot(c);
     struct origin_conn *oc = ex ? ex->oc : NULL;
     if (!oc)
         return;
@@ -322,11 +377,16 @@ static enum step connect_origin(struct client *c)
     struct proxy_thread *pt = c->pt;
     struct worker *w = pt->w;
     struct exchange *ex = c->ex;
-    if (ex->attempts > 0 && reroute(c) < 0) {
+    bool admitted = ex->admitted; /* out of the queue: routed, and holding its slot */
+    ex->admitted = false;
+    if (ex->attempts > 0 && !admitted && reroute(c) < 0) {
         /* nothing left to try: 503 when no origin even took a connection */
         client_send_error(c, ex->reached_origin ? 502 : 503);
         return STEP_PROGRESS;
     }
+    enum step waiting;
+    if (!admitted && !admit(c, &waiting))
+        return waiting;
     ex->attempts++;
     int err = 0;
     struct origin_conn *oc = origin_conn_acquire(pt, ex->use->snap, (size_t)ex->aff.pool,
@@ -590,6 +650,7 @@ static enum step start_tunnel(struct client *c)
 {
     struct exchange *ex = c->ex;
     client_log_exchange(c, 101);
+    release_slot(c); /* the request is over; the tunnel holds no slot */
     proxy_snapshot_put(c->pt, ex->use);
     ex->use = NULL;
     c->state = CS_TUNNEL;
@@ -757,6 +818,8 @@ enum step exchange_step(struct client *c)
 {
     struct exchange *ex = c->ex;
     if (!ex->oc) {
+        if (ex->queued_in)
+            return STEP_BLOCKED; /* waiting for a slot */
         enum step s = connect_origin(c);
         if (s != STEP_PROGRESS || c->state != CS_EXCHANGE)
             return s;
@@ -818,6 +881,9 @@ uint64_t exchange_deadline(const struct client *c)
 {
     const struct cfg_timeouts *t = &client_cfg(c)->timeouts;
     const struct exchange *ex = c->ex;
+    if (ex->queued_in)
+        return ex->queued_ms +
+               seconds_ms(ex->use->snap->cfg->pools[ex->aff.pool].queue.timeout);
     if (ex->oc && ex->oc->state == OC_CONNECTING)
         return ex->connect_start_ms + seconds_ms(t->connect);
     if (continue_pending(c))
@@ -830,6 +896,10 @@ uint64_t exchange_deadline(const struct client *c)
 enum step exchange_timeout(struct client *c)
 {
     struct exchange *ex = c->ex;
+    if (ex->queued_in) {
+        client_send_error(c, 503); /* waited queue.timeout for a slot */
+        return STEP_PROGRESS;
+    }
     if (continue_pending(c)) {
         send_own_continue(c);
         return STEP_PROGRESS;
@@ -846,4 +916,104 @@ enum step exchange_timeout(struct client *c)
     client_log_exchange(c, ex->status);
     client_close(c);
     return STEP_CLOSED;
+}
+
+/* ---- origin limits: max_connections slots and the pool's queue ---- */
+
+/* A max_connections slot on the exchange's origin, or, for a session not
+ * pinned to it, on another origin of its pool that has room now (the
+ * decision moves there). */
+static bool take_slot(struct client *c)
+{
+    struct exchange *ex = c->ex;
+    const struct snapshot *s = ex->use->snap;
+    size_t pool = (size_t)ex->aff.pool, origin = (size_t)ex->aff.origin;
+    if (route_slot_take(s, pool, origin, &ex->slot))
+        return true;
+    if (ex->aff.pinned)
+        return false; /* a pinned session waits for its own origin */
+    struct route_ctx rc = exchange_route_ctx(c);
+    long other = route_choose_with_room(&rc, &ex->aff.tried, pool, origin);
+    if (other < 0 || !route_slot_take(s, pool, (size_t)other, &ex->slot))
+        return false;
+    if ((size_t)other != origin) {
+        affinity_move_within_pool(&rc, c->pt->token_ctx, &ex->aff, (size_t)other);
+        if (ex->pin_set_here) { /* the connection follows its first request */
+            const struct origin_shared *os = s->pools[pool].origins[other];
+            c->pin.id = os->id;
+            c->pin.generation = os->generation;
+        }
+    }
+    return true;
+}
+
+/* Lets the exchange go on to its origin (true), or puts it in its pool's
+ * queue (false, *step STEP_BLOCKED), or refuses it when the queue is full
+ * (false, *step STEP_PROGRESS: a 503 is on its way). */
+static bool admit(struct client *c, enum step *step)
+{
+    struct exchange *ex = c->ex;
+    if (take_slot(c))
+        return true;
+    struct proxy_thread *pt = c->pt;
+    const struct snapshot *s = ex->use->snap;
+    struct pool_shared *ps = s->pools[ex->aff.pool].shared;
+    unsigned max = s->cfg->pools[ex->aff.pool].queue.max;
+    if (atomic_fetch_add(&ps->queued, 1) >= max) {
+        atomic_fetch_sub(&ps->queued, 1);
+        client_send_error(c, 503);
+        *step = STEP_PROGRESS;
+        return false;
+    }
+    ex->queued_in = ps;
+    ex->queued_ms = pt->w->loop.now_ms;
+    ex->waiter = c;
+    ex->wait_next = NULL;
+    ex->wait_prev = pt->wait_tail;
+    if (pt->wait_tail)
+        pt->wait_tail->wait_next = ex;
+    else
+        pt->wait_head = ex;
+    pt->wait_tail = ex;
+    if (!timer_armed(&pt->queue_timer))
+        timer_arm(&pt->w->loop, &pt->queue_timer, QUEUE_POLL_MS);
+    *step = STEP_BLOCKED;
+    return false;
+}
+
+void exchange_dequeue(struct client *c)
+{
+    struct exchange *ex = c->ex;
+    if (!ex || !ex->queued_in)
+        return;
+    struct proxy_thread *pt = c->pt;
+    if (ex->wait_prev)
+        ex->wait_prev->wait_next = ex->wait_next;
+    else
+        pt->wait_head = ex->wait_next;
+    if (ex->wait_next)
+        ex->wait_next->wait_prev = ex->wait_prev;
+    else
+        pt->wait_tail = ex->wait_prev;
+    ex->wait_prev = ex->wait_next = NULL;
+    atomic_fetch_sub(&ex->queued_in->queued, 1);
+    ex->queued_in = NULL;
+}
+
+void exchange_run_queue(struct proxy_thread *pt)
+{
+    /* In arrival order; an exchange let go is driven at once (it cannot
+     * touch another waiting one: a slot it frees re-arms the timer). */
+    struct exchange *next;
+    for (struct exchange *ex = pt->wait_head; ex; ex = next) {
+        next = ex->wait_next;
+        struct client *c = ex->waiter;
+        if (!take_slot(c))
+            continue;
+        exchange_dequeue(c);
+        ex->admitted = true;
+        client_origin_event(c);
+    }
+    if (pt->wait_head)
+        timer_arm(&pt->w->loop, &pt->queue_timer, QUEUE_POLL_MS);
 }

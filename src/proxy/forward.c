@@ -15,6 +15,7 @@
 
 #define COOKIE_SPANS_MAX 32       /* pieces a rewritten Cookie field may be made of */
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -95,6 +96,92 @@ static bool add_edited_cookie(struct iov_builder *b, const struct h1_header *h,
         add_span(b, spans[i].iov_base, spans[i].iov_len);
     add_literal(b, "\r\n");
     return true;
+}
+
+/* ---- the client address from X-Forwarded-For ---- */
+
+static bool all_digits(const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (p[i] < '0' || p[i] > '9')
+            return false;
+    return true;
+}
+
+/* One X-Forwarded-For entry, OWS trimmed: "IP", "IPv4:port", "[IPv6]",
+ * "[IPv6]:port". */
+static bool parse_xff_entry(const char *p, size_t n, uint8_t *family, uint8_t addr[16])
+{
+    while (n > 0 && (*p == ' ' || *p == '\t')) {
+        p++;
+        n--;
+    }
+    while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    char text[64];
+    if (n == 0 || n >= sizeof(text) || memchr(p, '\0', n))
+        return false;
+    if (p[0] == '[') { /* [IPv6] or [IPv6]:port */
+        const char *close = memchr(p, ']', n);
+        if (!close)
+            return false;
+        size_t after = n - (size_t)(close - p) - 1;
+        if (after > 0 && (close[1] != ':' || after < 2 || after > 6 ||
+                          !all_digits(close + 2, after - 1)))
+            return false;
+        n = (size_t)(close - p) - 1;
+        p++;
+        memcpy(text, p, n);
+        text[n] = '\0';
+        *family = 6;
+        return inet_pton(AF_INET6, text, addr) == 1;
+    }
+    const char *colon = memchr(p, ':', n);
+    if (colon && !memchr(colon + 1, ':', n - (size_t)(colon - p) - 1)) {
+        size_t port = n - (size_t)(colon - p) - 1; /* IPv4:port */
+        if (port == 0 || port > 5 || !all_digits(colon + 1, port))
+            return false;
+        n = (size_t)(colon - p);
+    }
+    memcpy(text, p, n);
+    text[n] = '\0';
+    if (memchr(text, ':', n)) {
+        *family = 6;
+        return inet_pton(AF_INET6, text, addr) == 1;
+    }
+    *family = 4;
+    return inet_pton(AF_INET, text, addr) == 1;
+}
+
+bool forward_client_from_xff(const struct h1_request *req, const struct h1_semantics *sem,
+                             const struct cfg_cidr *trusted, size_t num_trusted,
+                             uint8_t *family, uint8_t addr[16])
+{
+    bool found = false;
+    for (size_t i = req->num_headers; i-- > 0;) {
+        const struct h1_header *h = &req->headers[i];
+        if (sem->skip[i] || !h1_token_eq(h->name, h->name_len, "x-forwarded-for"))
+            continue;
+        /* entries from the right: the nearest proxy's first */
+        size_t end = h->value_len;
+        for (;;) {
+            size_t start = end;
+            while (start > 0 && h->value[start - 1] != ',')
+                start--;
+            uint8_t f, a[16] = {0};
+            if (!parse_xff_entry(h->value + start, end - start, &f, a))
+                return found; /* not an address: no further back than the last trusted one */
+            *family = f;
+            memcpy(addr, a, 16);
+            found = true;
+            if (!cfg_cidrs_contain(trusted, num_trusted, f, a))
+                return true;
+            if (start == 0)
+                break;
+            end = start - 1;
+        }
+    }
+    return found; /* every entry trusted: the left-most */
 }
 
 bool forward_request_head(struct exchange *ex, const char *head, size_t head_len,

@@ -36,6 +36,9 @@ struct origin_rt;
 struct proxy_thread;
 struct snap_use;
 struct snapshot;
+struct origin_shared;
+struct pool_shared;
+struct client;
 
 #define HEAD_IOV_MAX (H1_MAX_HEADERS + 12)
 #define EXTRA_HEAD_BYTES 512
@@ -141,6 +144,22 @@ struct exchange {
     bool resp_any_byte;             /* something came back from the origin */
     bool tunnel_client_eof, tunnel_origin_eof;  /* after a 101: each side finished sending */
     uint64_t bytes_out;             /* bytes sent to the client */
+    bool aborted;                   /* cut off unfinished (end of grace): logged as such */
+
+    /* the client address, when a trusted proxy gave it in X-Forwarded-For */
+    bool forwarded_client;          /* fwd_* below hold it (else the connection's) */
+    uint8_t fwd_family;             /* 4 or 6 */
+    uint8_t fwd_ip_len;
+    uint8_t fwd_addr[16];
+
+    /* origin limits: max_connections and the pool's queue */
+    struct origin_shared *slot;     /* holds one of this origin's max_connections slots */
+    struct pool_shared *queued_in;  /* waiting in this pool's queue (counted there) */
+    struct exchange *wait_prev, *wait_next;  /* the thread's list of waiting exchanges */
+    struct client *waiter;          /* the connection of a waiting exchange */
+    uint64_t queued_ms;             /* when it began waiting */
+    bool admitted;                  /* left the queue with a slot: go on without rerouting */
+    bool pin_set_here;              /* this request's decision pinned the connection */
 
     uint64_t start_us, start_ms;
     uint8_t method_len;
@@ -155,6 +174,7 @@ struct exchange {
     char resp_extra[TOKEN_TEXT_MAX + 512];  /* Set-Cookie limpet adds */
     char method[16];
     char path[LOG_PATH_MAX];
+    char fwd_ip[INET6_ADDRSTRLEN];  /* forwarded_client: the address as text */
 };
 
 enum client_state {
@@ -163,6 +183,7 @@ enum client_state {
     CS_SEND_ERROR,      /* sending a response limpet made, then closing */
     CS_LINGER,          /* write side shut: draining input briefly before close */
     CS_TUNNEL,          /* upgraded: bytes relayed both ways (tunnel.c) */
+    CS_PROXY_HEADER,    /* waiting for the PROXY protocol header (listener proxy_protocol) */
 };
 
 /* A client connection. Small on purpose: an idle keep-alive connection
@@ -172,6 +193,8 @@ struct client {
     struct proxy_thread *pt;        /* the thread that owns it */
     struct listener *listener;
     struct client *prev, *next;     /* the thread's list of clients */
+    struct client *idle_prev, *idle_next;  /* the thread's idle keep-alive list, oldest first */
+    bool idle_listed;               /* in that list */
     struct exchange *ex;            /* the request in progress; NULL between requests */
     struct buf *in;                 /* request bytes; NULL while none are pending */
     struct timer timer;
@@ -197,6 +220,12 @@ void client_accept(struct proxy_thread *pt, struct listener *l, int fd,
 /* Graceful stop: closes connections between requests; the rest close after
  * their current response. */
 void client_stop_idle(struct proxy_thread *pt);
+/* At the connection limit: closes the connection idle between requests for
+ * the longest time. Returns false when there is none. */
+bool client_reclaim_idle(struct proxy_thread *pt);
+/* End of the worker (grace over): closes every connection; a request cut off
+ * unfinished is logged as aborted. Returns how many were. */
+unsigned client_close_all(struct proxy_thread *pt);
 /* Closes a client connection at once (end of grace period, shutdown). */
 void client_close(struct client *c);
 /* The origin connection of c's exchange became readable or writable. */
@@ -237,8 +266,23 @@ enum step exchange_start(struct client *c, size_t head_len);
 enum step exchange_step(struct client *c);
 /* When the exchange's current wait times out. */
 uint64_t exchange_deadline(const struct client *c);
+/* Takes waiting exchanges out of the queue as slots free up (timer). */
+void exchange_run_queue(struct proxy_thread *pt);
+/* Leaves the pool's queue (the exchange ends, or its wait is over). */
+void exchange_dequeue(struct client *c);
 /* The deadline passed: acts on it. Returns STEP_CLOSED when c was closed. */
 enum step exchange_timeout(struct client *c);
+
+/* The client address of c's current request (see exchange.forwarded_client). */
+static inline const char *client_ip_of(const struct client *c, size_t *len)
+{
+    if (c->ex && c->ex->forwarded_client) {
+        *len = c->ex->fwd_ip_len;
+        return c->ex->fwd_ip;
+    }
+    *len = c->ip_len;
+    return c->ip;
+}
 
 /* ---- origin connections (origin_conn.c) ---- */
 
@@ -256,6 +300,15 @@ int origin_conn_connect_result(struct origin_conn *oc);
 void origin_conn_close_idle(struct proxy_thread *pt, struct origin_rt *rt);
 
 /* ---- head rewriting (forward.c) ---- */
+
+/* The client address a trusted proxy reports: the right-most entry of the
+ * request's X-Forwarded-For fields not in `trusted` (the left-most when all
+ * are; the last trusted one read when an entry is not an IP address).
+ * Entries may be "IP", "IPv4:port", "[IPv6]" or "[IPv6]:port". Returns false
+ * when no entry gives an address (family 4 or 6 and its bytes otherwise). */
+bool forward_client_from_xff(const struct h1_request *req, const struct h1_semantics *sem,
+                             const struct cfg_cidr *trusted, size_t num_trusted,
+                             uint8_t *family, uint8_t addr[16]);
 
 /* Fills ex->req_iov for a parsed request: request line, kept fields, then
  * X-Forwarded-For/-Proto/-Host. Returns false when the head needs more

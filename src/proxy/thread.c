@@ -6,6 +6,7 @@
 #include "proxy/thread.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -249,6 +250,16 @@ static void discard_cb(void *offered)
     snapshot_release(offered);
 }
 
+static bool reclaim_cb(struct worker *w)
+{
+    return client_reclaim_idle(proxy_thread_of(w));
+}
+
+/* Requests cut off when the grace period ran out, all workers: the last
+ * worker to end says how many. */
+static atomic_uint workers_alive;
+static atomic_ulong cut_off_total;
+
 static void stop_cb(struct worker *w)
 {
     struct proxy_thread *pt = proxy_thread_of(w);
@@ -274,12 +285,17 @@ static void fini_cb(struct worker *w)
     struct proxy_thread *pt = proxy_thread_of(w);
     if (!pt)
         return;
-    while (pt->clients)
-        client_close(pt->clients);
+    atomic_fetch_add(&cut_off_total, client_close_all(pt));
+    if (atomic_fetch_sub(&workers_alive, 1) == 1) {
+        unsigned long cut = atomic_exchange(&cut_off_total, 0);
+        if (cut > 0)
+            log_error("shutdown: %lu requests cut off after grace", cut);
+    }
     if (pt->origins)
         for (size_t i = 0; i < SNAPSHOT_MAX_ORIGINS; i++)
             origin_conn_close_idle(pt, &pt->origins[i]);
     timer_cancel(&w->loop, &pt->trim_timer);
+    timer_cancel(&w->loop, &pt->queue_timer);
     token_ctx_free(pt->token_ctx); /* before the keys it is bound to go */
     while (pt->retired) {
         struct snap_use *use = pt->retired;
@@ -304,6 +320,7 @@ static const struct worker_ops proxy_worker_ops = {
     .discard_cb = discard_cb,
     .stop_cb = stop_cb,
     .retire_cb = retire_cb,
+    .reclaim_cb = reclaim_cb,
     .fini_cb = fini_cb,
 };
 
@@ -313,6 +330,12 @@ static void trim_cb(struct loop *loop, struct timer *t)
     struct proxy_thread *pt = proxy_thread_of(loop->owner);
     buf_pool_trim(&pt->bufs, BUFS_KEPT);
     timer_arm(loop, t, BUF_TRIM_MS);
+}
+
+static void queue_cb(struct loop *loop, struct timer *t)
+{
+    (void)t;
+    exchange_run_queue(proxy_thread_of(loop->owner));
 }
 
 struct worker *proxy_worker_new(unsigned id, unsigned num_workers, struct snapshot *s,
@@ -332,6 +355,8 @@ struct worker *proxy_worker_new(unsigned id, unsigned num_workers, struct snapsh
     }
     pt->w = w;
     pt->origins = origins;
+    atomic_fetch_add(&workers_alive, 1); /* fini_cb, which counts it down, runs from now on */
+    timer_init(&pt->queue_timer, queue_cb);
     pt->max_idle_per_origin = IDLE_ORIGIN_CONNS_PER_ORIGIN;
     buf_pool_init(&pt->bufs);
     slab_init(&pt->client_slab, sizeof(struct client));

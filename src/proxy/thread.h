@@ -68,6 +68,9 @@ struct proxy_thread {
     struct slab exchange_slab;     /* struct exchange, held only while a request is open */
     struct slab origin_conn_slab;  /* struct origin_conn */
     struct client *clients;        /* every open client connection */
+    struct client *idle_head, *idle_tail;  /* connections between requests, longest idle first */
+    struct exchange *wait_head, *wait_tail;  /* exchanges waiting for a max_connections slot */
+    struct timer queue_timer;      /* looks at them again (slots free on any thread) */
     unsigned max_idle_per_origin;  /* idle origin connections kept per origin */
     struct token_ctx *token_ctx;   /* cookie MAC contexts for cur's keys */
     const struct token_keys *token_keys;  /* the keys token_ctx is bound to */

@@ -5,6 +5,7 @@
 #include "snapshot/settings.h"
 
 #include <jansson.h>
+#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,6 +45,7 @@ void config_free(struct config *cfg)
         free(cfg->client_regions[i].cidrs);
     }
     free(cfg->client_regions);
+    free(cfg->trusted_proxies);
     free(cfg->access_log);
     for (size_t i = 0; i < cfg->num_monitors; i++) {
         struct cfg_monitor *m = &cfg->monitors[i];
@@ -123,4 +125,28 @@ long config_pool_index(const struct config *cfg, const char *name)
         if (cfg->pools[i].name && strcmp(cfg->pools[i].name, name) == 0)
             return (long)i;
     return -1;
+}
+
+bool cfg_cidrs_contain(const struct cfg_cidr *cidrs, size_t n, uint8_t family,
+                       const uint8_t *addr)
+{
+    for (size_t i = 0; i < n; i++) {
+        const struct sockaddr_storage *ss = &cidrs[i].net.ss;
+        const uint8_t *net;
+        if (ss->ss_family == AF_INET && family == 4)
+            net = (const uint8_t *)&((const struct sockaddr_in *)ss)->sin_addr;
+        else if (ss->ss_family == AF_INET6 && family == 6)
+            net = (const uint8_t *)&((const struct sockaddr_in6 *)ss)->sin6_addr;
+        else
+            continue;
+        unsigned bits = cidrs[i].prefix_len;
+        bool match = true;
+        for (unsigned k = 0; bits > 0 && match; k++, bits = bits > 8 ? bits - 8 : 0) {
+            uint8_t mask = bits >= 8 ? 0xff : (uint8_t)(0xff << (8 - bits));
+            match = (addr[k] & mask) == (net[k] & mask);
+        }
+        if (match)
+            return true;
+    }
+    return false;
 }

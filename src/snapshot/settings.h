@@ -64,6 +64,7 @@ struct cfg_listener {
     bool tls;                   /* "tls" present */
     struct cfg_tls_cert *certificates;
     size_t num_certificates;
+    bool proxy_protocol;        /* default false: connections start with a PROXY header */
 };
 
 struct cfg_admin {
@@ -109,6 +110,13 @@ struct cfg_origin {
     enum origin_state state;    /* default enabled */
     bool tls;                   /* "tls" present */
     struct cfg_origin_tls tls_opts;
+    unsigned max_connections;   /* default 0 (unlimited): requests in flight, all workers */
+    double slow_start;          /* default 0 (s): weight ramp after coming back */
+};
+
+struct cfg_queue {              /* where requests wait for an origin at max_connections */
+    unsigned max;               /* default 1000: requests waiting at once */
+    double timeout;             /* default 5 (s): the longest wait, then 503 */
 };
 
 struct cfg_pool {
@@ -119,6 +127,7 @@ struct cfg_pool {
     struct cfg_origin *origins;
     size_t num_origins;         /* at least 1 */
     bool passive_http_5xx;      /* "passive": {"http_5xx"}: 5xx answers count as failures */
+    struct cfg_queue queue;
 };
 
 struct cfg_app_cookie {
@@ -204,6 +213,8 @@ struct config {
     char *secret_file;          /* NULL when absent */
     struct cfg_region *client_regions;
     size_t num_client_regions;
+    struct cfg_cidr *trusted_proxies;   /* X-Forwarded-For is believed from these */
+    size_t num_trusted_proxies;
     struct cfg_timeouts timeouts;
     struct cfg_limits limits;
     char *access_log;           /* "stdout", "off" or a path; default "stdout" */
@@ -227,5 +238,9 @@ double config_pool_drain_duration(const struct config *cfg, size_t p);
 
 /* Index of a pool by name, or -1. */
 long config_pool_index(const struct config *cfg, const char *name);
+
+/* Whether the address (family 4 or 6, its bytes) falls in one of the CIDRs. */
+bool cfg_cidrs_contain(const struct cfg_cidr *cidrs, size_t n, uint8_t family,
+                       const uint8_t *addr);
 
 #endif

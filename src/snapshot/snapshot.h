@@ -23,6 +23,8 @@
  * below SNAPSHOT_MAX_ORIGINS, that workers use to index their own per-origin
  * arrays. When an origin disappears its id may be reused later; `generation`
  * then differs, which tells a worker to forget what it kept under that id.
+ * Pools likewise have a `struct pool_shared` (keyed by pool name): how many
+ * requests wait in the pool's queue, on all workers.
  *
  * Whoever builds a layer sets its free callback, so releasing the last
  * reference (on any thread) frees what the builder made without this layer
@@ -60,6 +62,18 @@ struct origin_shared {
     atomic_bool passive_out;        /* no monitor: live traffic took it out (logged) */
     atomic_ullong passive_outs, passive_backs;  /* no monitor: times out / back (metrics) */
     bool drain_end_logged;          /* control thread: the end of this drain was logged */
+    atomic_uint in_flight;          /* requests holding one of its max_connections slots */
+    atomic_ullong up_since_ms;      /* monotonic ms it came back (up, or enabled); 0: never
+                                     * came back (slow_start ramps from then) */
+    int last_state;                 /* control thread: configured state of the last base
+                                     * built (-1: none yet) */
+};
+
+/* What outlives snapshots for a pool, keyed by its name. */
+struct pool_shared {
+    char *name;
+    atomic_uint refs;               /* snapshot bases holding it */
+    atomic_uint queued;             /* requests waiting in its queue, all workers */
 };
 
 struct listen_socket {
@@ -73,6 +87,7 @@ struct listen_socket {
 
 struct snapshot_pool {
     struct origin_shared **origins; /* [cfg->pools[i].num_origins] */
+    struct pool_shared *shared;     /* the pool's queue count */
 };
 
 /* What only a configuration change rebuilds. */

@@ -11,9 +11,11 @@ covers the limits at scale and at their exact boundaries:
   request_header clock of a kept-alive connection starts at the first byte
   of the next head
 - max_header_bytes and the 8 KiB request line at their exact boundaries
-- limits.max_connections: accepting stops at the limit (without spinning)
-  and resumes as soon as connections close, or when a reload raises it;
-  SIGTERM at the limit still exits at once
+- limits.max_connections: with every slot held by a connection that is not
+  idle between requests (here: connected, no request yet), accepting stops
+  at the limit (without spinning) and resumes as soon as connections close,
+  or when a reload raises it; SIGTERM at the limit still exits at once
+  (idle keep-alive connections are reclaimed instead: test_origin_limits.py)
 - EMFILE (RLIMIT_NOFILE lowered on the running process): no spinning,
   serving again once descriptors are free, and limpet's own EMFILE is not
   held against a monitored origin
@@ -165,18 +167,17 @@ def test_request_line_exact_8k_boundary(limpet, origin, raw):
 
 @pytest.mark.timeout(40)
 def test_max_connections_stops_and_resumes_accepting(limpet, origin):
-    """threads 1, max_connections 50: with 50 connections held a new one gets
-    no answer (CPU stays low meanwhile); closing 10 lets it and new clients
-    be served at once."""
+    """threads 1, max_connections 50: with 50 connections held (no request
+    yet, so none can be reclaimed) a new one gets no answer (CPU stays low
+    meanwhile); closing 10 lets it and new clients be served at once."""
     o = origin("s1")
     lp = limpet(basic_config([o], threads=1, limits={"max_connections": 50},
                              timeouts={"request_header": 30, "keepalive": 30}))
     held = []
     try:
         for i in range(50):
-            s = connect(lp.port)
-            held.append(s)
-            assert served(s, f"/held/{i}"), f"connection {i} (below the limit) not served"
+            held.append(connect(lp.port))  # accepted in this order, before `extra`
+        time.sleep(0.2)
         extra = connect(lp.port)       # the kernel may complete the handshake...
         held.append(extra)
         extra.sendall(b"GET /extra HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -185,8 +186,6 @@ def test_max_connections_stops_and_resumes_accepting(limpet, origin):
         assert cpu < CPU_BUDGET, f"limpet used {cpu:.2f}s CPU in 1 s at max_connections"
         assert lp.running()
         assert "/extra" not in o.paths()
-        # the held ones are still served
-        assert served(held[0], "/held-again")
 
         for s in held[1:11]:
             s.close()
@@ -221,9 +220,8 @@ def test_max_connections_raised_by_reload_resumes_accepting(limpet, origin):
     held = []
     try:
         for i in range(10):
-            s = connect(lp.port)
-            held.append(s)
-            assert served(s, f"/held/{i}")
+            held.append(connect(lp.port))  # no request yet: not reclaimable
+        time.sleep(0.2)
         extra = connect(lp.port)
         held.append(extra)
         extra.sendall(b"GET /extra HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -250,9 +248,8 @@ def test_sigterm_at_max_connections_exits_promptly(limpet, origin):
     held = []
     try:
         for i in range(5):
-            s = connect(lp.port)
-            held.append(s)
-            assert served(s, f"/held/{i}")
+            held.append(connect(lp.port))  # no request yet: not reclaimable
+        time.sleep(0.2)
         extra = connect(lp.port)
         held.append(extra)
         extra.sendall(b"GET /extra HTTP/1.1\r\nHost: h\r\n\r\n")

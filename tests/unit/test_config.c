@@ -486,6 +486,13 @@ static void test_syntax_error_line_col(void **state)
     assert_non_null(strstr(errs.messages[0], "duplicate object key"));
     config_errors_fini(&errs);
 
+    /* The text jansson quotes near an error may hold control characters: the
+     * message stays one line (found by fuzz_config). */
+    assert_null(config_load_string("{\"listen\": [{\"\\u000\n\": 1}]}", "t.json", &errs));
+    assert_int_equal(errs.count, 1);
+    assert_string_equal(errs.messages[0], "t.json:2:0: invalid escape near '\"\\u000?'");
+    config_errors_fini(&errs);
+
     /* NUL inside a string, an empty text, a bare value: reported, no crash. */
     assert_null(config_load_string("{\"threads\": \"a\\u0000b\"}", "t.json", &errs));
     assert_int_equal(errs.count, 1);
@@ -903,6 +910,69 @@ static void test_client_regions_validation(void **state)
                 "t.json: load_balancers[0].region_pools.EU[0]: unknown pool \"nope\"");
 }
 
+/* Issue 11: PROXY protocol listeners, trusted_proxies, origin limits. */
+static void test_proxy_and_limits_defaults(void **state)
+{
+    (void)state;
+    struct config *cfg = load_ok(MINIMAL);
+    assert_false(cfg->listeners[0].proxy_protocol);
+    assert_int_equal(cfg->num_trusted_proxies, 0);
+    assert_int_equal(cfg->pools[0].origins[0].max_connections, 0);
+    assert_true(cfg->pools[0].origins[0].slow_start == 0);
+    assert_int_equal(cfg->pools[0].queue.max, 1000);
+    assert_true(cfg->pools[0].queue.timeout == 5);
+    config_free(cfg);
+    cfg = load_ok("{'listen':[{'address':'127.0.0.1:8080','load_balancer':'www',"
+                  "'proxy_protocol':true}]," LBS ",'trusted_proxies':['10.0.0.0/8','::1'],"
+                  "'pools':[{'name':'app','queue':{'max':0,'timeout':0.25},'origins':"
+                  "[{'name':'s1','address':'127.0.0.1:9001','max_connections':200,"
+                  "'slow_start':30.5}]}]}");
+    assert_true(cfg->listeners[0].proxy_protocol);
+    assert_int_equal(cfg->num_trusted_proxies, 2);
+    assert_int_equal(cfg->trusted_proxies[0].prefix_len, 8);
+    assert_int_equal(cfg->trusted_proxies[1].prefix_len, 128);
+    const uint8_t ten[4] = {10, 1, 2, 3}, eleven[4] = {11, 0, 0, 1};
+    const uint8_t one6[16] = {[15] = 1};
+    assert_true(cfg_cidrs_contain(cfg->trusted_proxies, 2, 4, ten));
+    assert_false(cfg_cidrs_contain(cfg->trusted_proxies, 2, 4, eleven));
+    assert_true(cfg_cidrs_contain(cfg->trusted_proxies, 2, 6, one6));
+    assert_false(cfg_cidrs_contain(cfg->trusted_proxies, 2, 6, ten)); /* family matters */
+    assert_int_equal(cfg->pools[0].origins[0].max_connections, 200);
+    assert_true(cfg->pools[0].origins[0].slow_start == 30.5);
+    assert_int_equal(cfg->pools[0].queue.max, 0);
+    assert_true(cfg->pools[0].queue.timeout == 0.25);
+    config_free(cfg);
+}
+
+static void test_proxy_and_limits_validation(void **state)
+{
+    (void)state;
+    EXPECT_ONLY("{'listen':[{'address':'127.0.0.1:8080','load_balancer':'www',"
+                "'proxy_protocol':1}]," POOLS "," LBS "}",
+                "t.json: listen[0].proxy_protocol: must be true or false");
+    EXPECT_ONLY(WITH_TOP("'trusted_proxies': {'a': 1}"),
+                "t.json: trusted_proxies: must be an array");
+    EXPECT_ONLY(WITH_TOP("'trusted_proxies': ['10.0.0.0/8', 'proxy.example', 7, '::/129']"),
+                "t.json: trusted_proxies[1]: not a CIDR (ADDRESS/PREFIX): bad IP address",
+                "t.json: trusted_proxies[2]: must be a string",
+                "t.json: trusted_proxies[3]: bad prefix length (must be 0..128)");
+    EXPECT_ONLY(WITH_ORIGIN("'max_connections': -1, 'slow_start': -0.5"),
+                "t.json: pools[0].origins[0].max_connections: must be an integer >= 0 and "
+                "<= 1000000 (0: no limit)",
+                "t.json: pools[0].origins[0].slow_start: must be a number >= 0 and <= 86400 "
+                "(0: off)");
+    EXPECT_ONLY(WITH_ORIGIN("'max_connections': '10', 'slow_start': true"),
+                "t.json: pools[0].origins[0].max_connections: must be an integer >= 0 and "
+                "<= 1000000 (0: no limit)",
+                "t.json: pools[0].origins[0].slow_start: must be a number >= 0 and <= 86400 "
+                "(0: off)");
+    EXPECT_ONLY(WITH_POOL("'queue': {'max': 1.5, 'timeout': 0, 'size': 3}"),
+                "t.json: pools[0].queue.size: unknown key",
+                "t.json: pools[0].queue.max: must be an integer >= 0 and <= 1000000",
+                "t.json: pools[0].queue.timeout: must be a number > 0 and <= 86400");
+    EXPECT_ONLY(WITH_POOL("'queue': 5"), "t.json: pools[0].queue: must be an object");
+}
+
 static void test_monitor_validation(void **state)
 {
     (void)state;
@@ -1091,6 +1161,8 @@ int main(void)
         cmocka_unit_test(test_not_supported_spec_example),
         cmocka_unit_test(test_not_supported_other_paths),
         cmocka_unit_test(test_client_regions_validation),
+        cmocka_unit_test(test_proxy_and_limits_defaults),
+        cmocka_unit_test(test_proxy_and_limits_validation),
         cmocka_unit_test(test_monitor_validation),
         cmocka_unit_test(test_listener_tls_validation),
         cmocka_unit_test(test_messages_sanitized),

@@ -3,9 +3,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <cmocka.h>
+
+#include <arpa/inet.h>
 
 #include "proxy/proxy.h"
 
@@ -133,6 +136,63 @@ static void test_iov_advance(void **state)
     assert_int_equal(i, 2);
 }
 
+/* The client a trusted proxy names in X-Forwarded-For. */
+static const char *xff_client(const char *fields, const char *trusted_text)
+{
+    static char head[1024], ip[64];
+    snprintf(head, sizeof(head), "GET / HTTP/1.1\r\nHost: h\r\n%s\r\n", fields);
+    int r = h1_parse_request(head, strlen(head), 16384, &req);
+    assert_int_equal(r, (int)strlen(head));
+    assert_int_equal(h1_request_semantics(&req, &sem), 0);
+    struct cfg_cidr trusted[4];
+    size_t n = 0;
+    char list[128];
+    snprintf(list, sizeof(list), "%s", trusted_text);
+    for (char *tok = strtok(list, " "); tok; tok = strtok(NULL, " ")) {
+        char *slash = strchr(tok, '/');
+        *slash = '\0';
+        assert_int_equal(addr_parse_ip(tok, &trusted[n].net), 0);
+        trusted[n++].prefix_len = (unsigned)atoi(slash + 1);
+    }
+    uint8_t family, addr[16];
+    if (!forward_client_from_xff(&req, &sem, trusted, n, &family, addr))
+        return "none";
+    inet_ntop(family == 6 ? AF_INET6 : AF_INET, addr, ip, sizeof(ip));
+    return ip;
+}
+
+static void test_client_from_x_forwarded_for(void **state)
+{
+    (void)state;
+    const char *t = "10.0.0.0/8 ::1/128";
+    assert_string_equal(xff_client("X-Forwarded-For: 198.51.100.9\r\n", t), "198.51.100.9");
+    /* the right-most entry that is not trusted */
+    assert_string_equal(xff_client("X-Forwarded-For: 203.0.113.1, 198.51.100.9, 10.1.1.1\r\n", t),
+                        "198.51.100.9");
+    /* several fields are one list, in order */
+    assert_string_equal(xff_client("X-Forwarded-For: 203.0.113.1\r\n"
+                                   "X-Forwarded-For: 10.2.2.2, ::1\r\n", t), "203.0.113.1");
+    /* all trusted: the left-most */
+    assert_string_equal(xff_client("X-Forwarded-For: 10.0.0.5,10.9.9.9\r\n", t), "10.0.0.5");
+    /* ports and brackets */
+    assert_string_equal(xff_client("X-Forwarded-For: [2001:db8::5]:4711\r\n", t), "2001:db8::5");
+    assert_string_equal(xff_client("X-Forwarded-For: [2001:db8::6]\r\n", t), "2001:db8::6");
+    assert_string_equal(xff_client("X-Forwarded-For: 198.51.100.7:80\r\n", t), "198.51.100.7");
+    assert_string_equal(xff_client("X-Forwarded-For: 2001:db8::8\r\n", t), "2001:db8::8");
+    /* not an address: no further back than the last trusted entry */
+    assert_string_equal(xff_client("X-Forwarded-For: 198.51.100.9, unknown, 10.3.3.3\r\n", t),
+                        "10.3.3.3");
+    assert_string_equal(xff_client("X-Forwarded-For: 198.51.100.9, garbage\r\n", t), "none");
+    assert_string_equal(xff_client("X-Forwarded-For: 198.51.100.9,,10.3.3.3\r\n", t), "10.3.3.3");
+    assert_string_equal(xff_client("X-Forwarded-For: 1.2.3.4:99999x\r\n", t), "none");
+    assert_string_equal(xff_client("X-Forwarded-For: [::1\r\n", t), "none");
+    assert_string_equal(xff_client("X-Forwarded-For: \r\n", t), "none");
+    assert_string_equal(xff_client("Accept: */*\r\n", t), "none");
+    /* a field Connection names is hop-by-hop: not believed */
+    assert_string_equal(xff_client("X-Forwarded-For: 198.51.100.9\r\n"
+                                   "Connection: X-Forwarded-For\r\n", t), "none");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -143,6 +203,7 @@ int main(void)
         cmocka_unit_test(test_keeps_transfer_encoding_for_verbatim_body),
         cmocka_unit_test(test_response_connection_field),
         cmocka_unit_test(test_iov_advance),
+        cmocka_unit_test(test_client_from_x_forwarded_for),
     };
     return cmocka_run_group_tests_name("forward", tests, NULL, NULL);
 }
