@@ -25,6 +25,7 @@
 #include "affinity/token.h"
 #include "config/config.h"
 #include "control/control.h"
+#include "control/tls_build.h"
 #include "core/log.h"
 #include "core/version.h"
 #include "demo/demo_origin.h"
@@ -70,6 +71,11 @@ static struct config *load_or_report(const char *path)
     return cfg;
 }
 
+static void print_tls_problem(void *arg, const char *problem)
+{
+    printf("%s: %s\n", (const char *)arg, problem);
+}
+
 static int check_config(const char *path)
 {
     struct config *cfg = load_or_report(path);
@@ -87,6 +93,8 @@ static int check_config(const char *path)
         }
         token_keys_free(keys);
     }
+    if (tls_check_config(cfg, print_tls_problem, (void *)path) > 0)
+        status = 1;
     if (status == 0)
         printf("%s: ok\n", path);
     config_free(cfg);

@@ -137,6 +137,27 @@ static void note_session(struct client *c)
     hll_window_add(st->sessions, hll_mix64(ex->aff.session_hash), now);
 }
 
+/* What the request's listener asks for: HSTS on responses over TLS, or a
+ * redirect to https (then answered here: returns true). */
+static bool apply_listener(struct client *c)
+{
+    struct exchange *ex = c->ex;
+    const struct snapshot *s = ex->use->snap;
+    long li = proxy_listener_index(c->pt, s, c->listener);
+    if (li < 0)
+        return false;
+    if (ex->tls)
+        ex->hsts = s->listen[li].hsts;
+    unsigned redirect = s->cfg->listeners[li].redirect_to_https;
+    if (!redirect)
+        return false;
+    const struct h1_request *req = &c->pt->req;
+    const struct h1_header *host = c->pt->sem.host;
+    client_send_redirect(c, (int)redirect, host ? host->value : NULL, host ? host->value_len : 0,
+                         s->listen[li].https_port, req->target, req->target_len);
+    return true;
+}
+
 enum step exchange_start(struct client *c, size_t head_len)
 {
     struct proxy_thread *pt = c->pt;
@@ -157,6 +178,8 @@ enum step exchange_start(struct client *c, size_t head_len)
         client_send_error(c, pt->sem.error.status ? pt->sem.error.status : 400);
         return STEP_PROGRESS;
     }
+    if (apply_listener(c))
+        return STEP_PROGRESS; /* redirected to https */
     const struct h1_semantics *sem = &pt->sem;
     c->in->start = ex->req_start + ex->head_len;
     ex->replayable = true;
@@ -348,7 +371,7 @@ static unsigned remaining_iov(const struct iovec *iov, unsigned from, unsigned t
  * at body in one writev. Returns the bytes written, 0 when the socket is
  * full (*writable cleared), or -1 on an error. *head_done tells whether the
  * head is all out. */
-static ssize_t send_head_and_body(int fd, bool *writable, struct iovec *head_iov,
+static ssize_t send_head_and_body(struct transport *tp, int fd, bool *writable, struct iovec *head_iov,
                                   unsigned head_n, unsigned *head_i, bool head_pending,
                                   bool *head_done, const char *body, size_t ready,
                                   size_t *body_written)
@@ -369,7 +392,7 @@ static ssize_t send_head_and_body(int fd, bool *writable, struct iovec *head_iov
     *body_written = 0;
     if (n_iov == 0)
         return 0;
-    ssize_t n = writev(fd, iov, (int)n_iov);
+    ssize_t n = tp_writev(tp, fd, iov, (int)n_iov);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             *writable = false;
@@ -411,7 +434,7 @@ static enum step send_request(struct client *c)
                 break;
             bool head_done;
             size_t body_written;
-            ssize_t n = send_head_and_body(oc->io.fd, &oc->writable, ex->req_iov, ex->req_iov_n,
+            ssize_t n = send_head_and_body(&oc->tp, oc->io.fd, &oc->writable, ex->req_iov, ex->req_iov_n,
                                            &ex->req_iov_i, ex->req_state == REQ_HEAD,
                                            &head_done, c->in->data + c->in->start,
                                            (size_t)ready, &body_written);
@@ -443,11 +466,11 @@ static enum step send_request(struct client *c)
             ex->replayable = false;
         }
         size_t want = buf_space(c->in);
-        ssize_t n = recv(c->io.fd, c->in->data + c->in->end, want, 0);
+        ssize_t n = tp_recv(&c->tp, c->io.fd, c->in->data + c->in->end, want);
         if (n > 0) {
             c->in->end += (uint32_t)n;
             c->last_io_ms = w->loop.now_ms;
-            if ((size_t)n < want && !c->peer_closed)
+            if (tp_drained(&c->tp, (size_t)n, want) && !c->peer_closed)
                 c->readable = false; /* drained: the next bytes raise an edge */
             result = STEP_PROGRESS;
             continue;
@@ -472,7 +495,7 @@ static size_t format_set_cookie(struct client *c)
     const struct snapshot *s = ex->use->snap;
     int n = snprintf(ex->resp_extra, sizeof(ex->resp_extra), "Set-Cookie: %s=%s%s\r\n",
                      s->cfg->load_balancers[ex->lb].attributes.cookie_name, ex->aff.cookie_value,
-                     s->aff->lbs[ex->lb].cookie_attrs);
+                     s->aff->lbs[ex->lb].cookie_attrs[ex->tls]);
     return n > 0 && (size_t)n < sizeof(ex->resp_extra) ? (size_t)n : 0;
 }
 
@@ -600,9 +623,9 @@ static enum step read_origin(struct client *c)
         body_rebase(&ex->resp_body, buf_compact(oc->in));
     }
     size_t want = buf_space(oc->in);
-    ssize_t n = recv(oc->io.fd, oc->in->data + oc->in->end, want, 0);
+    ssize_t n = tp_recv(&oc->tp, oc->io.fd, oc->in->data + oc->in->end, want);
     if (n > 0) {
-        if ((size_t)n < want && !oc->peer_closed)
+        if (tp_drained(&oc->tp, (size_t)n, want) && !oc->peer_closed)
             oc->readable = false; /* drained: the next bytes raise an edge */
         oc->in->end += (uint32_t)n;
         ex->resp_any_byte = true;
@@ -657,7 +680,7 @@ static enum step relay_response(struct client *c)
                 bool head_done;
                 size_t body_written;
                 const char *body = ready > 0 ? oc->in->data + oc->in->start : NULL;
-                ssize_t n = send_head_and_body(c->io.fd, &c->writable, ex->resp_iov,
+                ssize_t n = send_head_and_body(&c->tp, c->io.fd, &c->writable, ex->resp_iov,
                                                ex->resp_iov_n, &ex->resp_iov_i,
                                                ex->resp_state == RESP_HEAD, &head_done, body,
                                                (size_t)ready, &body_written);
@@ -731,6 +754,8 @@ enum step exchange_step(struct client *c)
         if (!oc->writable)
             return STEP_BLOCKED;
         int rc = origin_conn_connect_result(oc);
+        if (rc == -EINPROGRESS)
+            return STEP_BLOCKED; /* the TLS handshake is under way */
         if (rc < 0)
             return origin_failure(c, FAIL_CONNECT, rc);
     }
