@@ -275,6 +275,14 @@ void tls_shutdown(struct transport *t)
 
 void tls_close(struct transport *t)
 {
+    if (!(t->flags & (TP_ESTABLISHED | TP_FAIL_COUNTED | TP_ERROR | TP_EOF)) &&
+        SSL_is_server(t->ssl)) {
+        /* Closed before its handshake ended (often because the client shut
+         * its side): what it sent last (an alert, the end of the stream)
+         * says why. One non-blocking read, only for unfinished handshakes. */
+        char sink[256];
+        tls_recv(t, sink, sizeof(sink));
+    }
     if (!(t->flags & TP_ESTABLISHED)) {
         note_failure(t, TLS_FAIL_INCOMPLETE);
     } else if (!(t->flags & TP_ERROR)) {

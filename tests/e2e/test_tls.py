@@ -6,6 +6,7 @@ monitors, and robustness (garbage handshakes, plain HTTP to a TLS port).
 Every certificate is made at test time by tls_helpers.Pki with `openssl`.
 """
 import hashlib
+import json
 import os
 import re
 import signal
@@ -624,3 +625,102 @@ def test_https_monitor_marks_a_tls_origin_up_and_down(limpet, origin, pki):
         assert r["status"] == 200 and b"good GET" in r["raw"]
     good.stop()
     wait_for_log(lp, "origin app/good down")
+
+
+# ---------------------------------------------------------------------------
+# admin API and metrics
+# ---------------------------------------------------------------------------
+
+def metric(text, name, **labels):
+    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    for line in text.splitlines():
+        if line.startswith(name + "{") and line.split("{", 1)[1].split("}", 1)[0] == want:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name}{{{want}}} in metrics")
+
+
+def one_request(s):
+    """A request on a TLS socket, read to the close (the handshake is surely
+    complete on both sides afterwards)."""
+    s.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_tls_counters_in_metrics_and_listeners_api(limpet, origin, pki):
+    from harness import admin_client, with_admin
+    o = origin("o1")
+    cfg = with_admin(tls_config([o], pki, certs=[pki.a, pki.soon], plain=True, threads=2))
+    lp = limpet(cfg)
+    port = tls_port(lp)
+    address = cfg["listen"][0]["address"]
+    api = admin_client(lp)
+    # 3 full handshakes (two TLS 1.3, one TLS 1.2), then 2 resumed
+    ctx = client_context(pki, minimum=ssl.TLSVersion.TLSv1_3)
+    c = https_connection(port, ctx)
+    https_request(c, "GET", "/")
+    session = c.sock.session
+    c.close()
+    with tls_connect(port, client_context(pki, maximum=ssl.TLSVersion.TLSv1_2)) as s:
+        one_request(s)
+    with tls_connect(port, client_context(pki)) as s:
+        one_request(s)
+    for _ in range(2):
+        with tls_connect(port, ctx, session=session) as s:
+            assert s.session_reused
+            one_request(s)
+    # failures: plain HTTP, TLS 1.1, an unknown CA on the client's side
+    http_get(port)
+    with pytest.raises(ssl.SSLError):
+        tls_connect(port, client_context(pki, minimum=ssl.TLSVersion.TLSv1_1,
+                                         maximum=ssl.TLSVersion.TLSv1_1, seclevel0=True))
+    with pytest.raises(ssl.SSLError):
+        tls_connect(port, client_context(pki.ca2))
+    deadline = time.monotonic() + 5
+    while True:
+        text = api.get("/metrics").body.decode()
+        lab = {"listener": address}
+        try:
+            assert metric(text, "limpet_tls_handshakes_total", **lab) == 5
+            assert metric(text, "limpet_tls_resumed_handshakes_total", **lab) == 2
+            assert metric(text, "limpet_tls_protocol_handshakes_total", **lab,
+                          version="TLSv1.2") == 1
+            assert metric(text, "limpet_tls_protocol_handshakes_total", **lab,
+                          version="TLSv1.3") == 4
+            assert metric(text, "limpet_tls_handshake_failures_total", **lab,
+                          reason="plain_http") == 1
+            assert metric(text, "limpet_tls_handshake_failures_total", **lab,
+                          reason="protocol_version") == 1
+            assert metric(text, "limpet_tls_handshake_failures_total", **lab,
+                          reason="client_alert") == 1
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                print(api.get("/api/v1/listeners").json["listeners"][0]["handshakes"])
+                raise
+            time.sleep(0.1)
+    expiry = metric(text, "limpet_tls_certificate_expiry_timestamp_seconds", **lab,
+                    certificate=pki.soon.cert)
+    assert 3 * 86400 < expiry - time.time() <= 5 * 86400
+    assert "limpet_tls_handshakes_total{listener=\"%s\"}" % cfg["listen"][1]["address"] not in text
+
+    r = api.get("/api/v1/listeners")
+    assert r.status == 200
+    tls, plain = r.json["listeners"]
+    assert plain == {"address": cfg["listen"][1]["address"], "load_balancer": "www", "tls": False}
+    assert tls["address"] == address and tls["tls"] is True
+    a, soon = tls["certificates"]
+    assert a["certificate"] == pki.a.cert and a["private_key"] == pki.a.key
+    assert a["subject"] == "a.test" and a["names"] == "a.test, localhost, 127.0.0.1"
+    assert a["key_type"] == "EC prime256v1"
+    # openssl -days 30 makes it expire 30 days from its making, to the second
+    assert a["days_left"] in (29, 30) and not a["expires_soon"] and not a["expired"]
+    assert soon["days_left"] in (4, 5) and soon["expires_soon"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", soon["not_after"])
+    assert tls["handshakes"]["completed"] == 5 and tls["handshakes"]["resumed"] == 2
+    assert tls["handshakes"]["versions"] == {"TLSv1.2": 1, "TLSv1.3": 4}
+    assert tls["handshakes"]["failures"]["plain_http"] == 1
