@@ -391,7 +391,6 @@ static int set_mac_key(EVP_MAC_CTX *hctx, unsigned char *key)
 static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv,
                          EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
 {
-    (void)ssl;
     struct ticket_key k;
     int rc;
     if (enc) {
@@ -404,9 +403,14 @@ static int ticket_key_cb(SSL *ssl, unsigned char key_name[16], unsigned char *iv
         int idx = find_key(key_name, &k);
         if (idx < 0)
             return 0;   /* unknown or expired key: a full handshake */
+        /* 2: valid, and issue a new ticket — under the current key when this
+         * one is older, and always over TLS 1.3, whose clients use a ticket
+         * once (OpenSSL's among them): without a new one their next
+         * connection would be a full handshake. */
+        bool renew = idx != 0 || SSL_version(ssl) == TLS1_3_VERSION;
         rc = set_mac_key(hctx, k.hmac) == 1 &&
              EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k.aes, iv) == 1
-                 ? (idx == 0 ? 1 : 2)   /* 2: valid, but issue a ticket under the new key */
+                 ? (renew ? 2 : 1)
                  : -1;
     }
     OPENSSL_cleanse(&k, sizeof(k));

@@ -162,7 +162,7 @@ def test_tls12_session_resumption(limpet, origin, pki):
         assert s.session_reused, "TLS 1.2 session-id resumption failed"
 
 
-def test_tls13_session_tickets(limpet, origin, pki):
+def test_tls13_session_tickets(limpet, origin, pki, tmp_path):
     o = origin("o1")
     lp = limpet(tls_config([o], pki, threads=2))
     port = tls_port(lp)
@@ -186,6 +186,25 @@ def test_tls13_session_tickets(limpet, origin, pki):
                     break
                 data += chunk
             assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"o1 GET /again\n")
+    # a resumed connection gets a new ticket (seen by openssl s_client -msg), so
+    # clients that use each ticket only once keep resuming
+    sess = str(tmp_path / "s1.pem")
+    req = b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+    base = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "a.test",
+            "-tls1_3", "-ign_eof", "-msg"]
+    first = subprocess.run(base + ["-sess_out", sess], input=req, capture_output=True,
+                           timeout=20)
+    assert first.stdout.count(b"NewSessionTicket") >= 1
+    again = subprocess.run(base + ["-sess_in", sess], input=req, capture_output=True, timeout=20)
+    assert b"Reused, TLSv1.3" in again.stdout, again.stdout[-2000:]
+    assert again.stdout.count(b"NewSessionTicket") >= 1, "no new ticket on a resumed connection"
+    chained = session
+    for i in range(4):
+        with tls_connect(port, ctx, session=chained) as s:
+            assert s.session_reused, f"chained resumption {i} failed"
+            one_request(s)
+            chained = s.session
+            assert chained.has_ticket
 
 
 def test_plain_http_to_the_tls_port_does_not_hang(limpet, origin, pki):
