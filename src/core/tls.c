@@ -131,12 +131,120 @@ static void handshake_failed(struct transport *t, int ssl_error)
     note_failure(t, why);
 }
 
+/* ---- the socket BIO ----
+ *
+ * OpenSSL reads a connection's socket through this BIO: recv() and send()
+ * on the transport's descriptor, with read-ahead on (the contexts set it),
+ * so one recv() brings what the socket holds, up to a record buffer. It
+ * remembers whether the last recv() returned less than it asked: the socket
+ * was empty then, and once OpenSSL holds nothing more either, a read has
+ * drained the connection without a last recv() ending in EAGAIN — the same
+ * rule as the plain path's short reads (edge-triggered readiness). */
+
+static BIO_METHOD *socket_method;
+static pthread_once_t socket_method_once = PTHREAD_ONCE_INIT;
+
+static int sock_read(BIO *b, char *buf, int len)
+{
+    struct transport *t = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (len <= 0)
+        return 0;
+    ssize_t n = recv(t->fd, buf, (size_t)len, 0);
+    if (n > 0) {
+        if (n < len)
+            t->flags |= TP_SOCKET_EMPTY;
+        else
+            t->flags &= (uint16_t)~TP_SOCKET_EMPTY;
+        return (int)n;
+    }
+    if (n == 0) {
+        BIO_set_flags(b, BIO_FLAGS_IN_EOF);
+        return 0;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        t->flags |= TP_SOCKET_EMPTY;
+        BIO_set_retry_read(b);
+    }
+    return -1;
+}
+
+static int sock_write(BIO *b, const char *buf, int len)
+{
+    struct transport *t = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    ssize_t n = send(t->fd, buf, (size_t)len, MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        BIO_set_retry_write(b);
+    return (int)n;
+}
+
+static int sock_puts(BIO *b, const char *s)
+{
+    return sock_write(b, s, (int)strlen(s));
+}
+
+static long sock_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num;
+    struct transport *t = BIO_get_data(b);
+    switch (cmd) {
+    case BIO_C_GET_FD:
+        if (ptr)
+            *(int *)ptr = t ? t->fd : -1;
+        return t ? t->fd : -1;
+    case BIO_CTRL_EOF:
+        return BIO_test_flags(b, BIO_FLAGS_IN_EOF) != 0;
+    case BIO_CTRL_FLUSH:
+    case BIO_CTRL_DUP:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+static int sock_create(BIO *b)
+{
+    BIO_set_data(b, NULL);
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static void make_socket_method(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK |
+                                 BIO_TYPE_DESCRIPTOR, "limpet socket");
+    if (m && BIO_meth_set_read(m, sock_read) == 1 && BIO_meth_set_write(m, sock_write) == 1 &&
+        BIO_meth_set_puts(m, sock_puts) == 1 && BIO_meth_set_ctrl(m, sock_ctrl) == 1 &&
+        BIO_meth_set_create(m, sock_create) == 1) {
+        socket_method = m;
+        return;
+    }
+    BIO_meth_free(m);
+}
+
+/* Puts ssl on socket fd through the socket BIO (t must not move while ssl lives). */
+static int attach_socket(struct transport *t, SSL *ssl, int fd)
+{
+    pthread_once(&socket_method_once, make_socket_method);
+    BIO *b = socket_method ? BIO_new(socket_method) : NULL;
+    if (!b)
+        return -1;
+    t->fd = fd;
+    BIO_set_data(b, t);
+    SSL_set_bio(ssl, b, b);   /* one reference, for both directions */
+    return 0;
+}
+
 /* ---- the transport's TLS half ---- */
 
 ssize_t tls_recv(struct transport *t, void *buf, size_t len)
 {
     SSL *ssl = t->ssl;
-    t->flags &= (uint8_t)~(TP_DRAINED | TP_READ_WANTS_WRITE);
+    /* TP_SOCKET_EMPTY counts only when a recv() of this call found the socket
+     * empty: bytes that arrived after it raise a new edge, while an older
+     * recv's may have been consumed already */
+    t->flags &= (uint16_t)~(TP_DRAINED | TP_READ_WANTS_WRITE | TP_SOCKET_EMPTY);
     if (t->flags & TP_EOF) {
         t->flags |= TP_DRAINED;
         return 0;
@@ -154,6 +262,10 @@ ssize_t tls_recv(struct transport *t, void *buf, size_t len)
         int n = SSL_read(ssl, (char *)buf + got, (int)want);
         if (n > 0) {
             got += (size_t)n;
+            if (got < len && (t->flags & TP_SOCKET_EMPTY) && !SSL_has_pending(ssl)) {
+                t->flags |= TP_DRAINED; /* nothing in the socket nor in OpenSSL */
+                break;
+            }
             continue;
         }
         saved_errno = errno;
@@ -199,7 +311,7 @@ static _Thread_local char scratch[TLS_RECORD_MAX];
 ssize_t tls_writev(struct transport *t, const struct iovec *iov, int n)
 {
     SSL *ssl = t->ssl;
-    t->flags &= (uint8_t)~TP_WRITE_WANTS_READ;
+    t->flags &= (uint16_t)~TP_WRITE_WANTS_READ;
     size_t total = 0;
     int i = 0;
     size_t off = 0;   /* into iov[i] */
@@ -452,6 +564,7 @@ int tls_server_ctx_setup(SSL_CTX *ctx, const char *session_id_context)
                              SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                           SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_read_ahead(ctx, 1);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_sess_set_cache_size(ctx, 16384);
     SSL_CTX_set_timeout(ctx, TLS_SESSION_TIMEOUT_S);
@@ -556,7 +669,7 @@ int tls_accept(struct transport *t, SSL_CTX *ctx, int fd, struct tls_counters *c
     SSL *ssl = SSL_new(ctx);
     if (!ssl)
         return -1;
-    if (SSL_set_fd(ssl, fd) != 1) {
+    if (attach_socket(t, ssl, fd) < 0) {
         SSL_free(ssl);
         return -1;
     }
@@ -575,7 +688,7 @@ int tls_connect(struct transport *t, const struct tls_client *tc, int fd,
     SSL *ssl = SSL_new(tc->ctx);
     if (!ssl)
         return -1;
-    bool ok = SSL_set_fd(ssl, fd) == 1;
+    bool ok = attach_socket(t, ssl, fd) == 0;
     SSL_set_connect_state(ssl);
     if (ok && tc->sni)
         ok = SSL_set_tlsext_host_name(ssl, tc->sni) == 1;
@@ -600,8 +713,8 @@ int tls_handshake(struct transport *t, char *why, size_t why_size)
     errno = 0;
     int r = SSL_do_handshake(t->ssl);
     if (r == 1) {
-        t->flags = (uint8_t)((t->flags & ~(TP_WRITE_WANTS_READ | TP_READ_WANTS_WRITE)) |
-                             TP_ESTABLISHED);
+        t->flags = (uint16_t)((t->flags & ~(TP_WRITE_WANTS_READ | TP_READ_WANTS_WRITE)) |
+                              TP_ESTABLISHED);
         return 1;
     }
     int saved_errno = errno;
@@ -611,7 +724,7 @@ int tls_handshake(struct transport *t, char *why, size_t why_size)
         return 0;
     }
     if (err == SSL_ERROR_WANT_WRITE) {
-        t->flags &= (uint8_t)~TP_WRITE_WANTS_READ;
+        t->flags &= (uint16_t)~TP_WRITE_WANTS_READ;
         return 0;
     }
     unsigned long e = ERR_peek_last_error();

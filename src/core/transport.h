@@ -46,11 +46,14 @@ enum {
     TP_ESTABLISHED      = 1 << 5,  /* the handshake completed (and was counted) */
     TP_FAIL_COUNTED     = 1 << 6,  /* a handshake failure was counted */
     TP_SHUT             = 1 << 7,  /* close_notify sent */
+    TP_SOCKET_EMPTY     = 1 << 8,  /* the last recv() returned less than asked: the socket
+                                    * was empty then (core/tls.c's socket BIO) */
 };
 
 struct transport {
     struct ssl_st *ssl;            /* NULL: a plain socket */
-    uint8_t flags;                 /* TLS: TP_* above */
+    uint16_t flags;                /* TLS: TP_* above */
+    int fd;                        /* TLS: the socket (its BIO's) */
 };
 
 /* ---- TLS halves (core/tls.c) ---- */
