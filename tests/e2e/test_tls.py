@@ -743,3 +743,66 @@ def test_tls_counters_in_metrics_and_listeners_api(limpet, origin, pki):
     assert tls["handshakes"]["completed"] == 5 and tls["handshakes"]["resumed"] == 2
     assert tls["handshakes"]["versions"] == {"TLSv1.2": 1, "TLSv1.3": 4}
     assert tls["handshakes"]["failures"]["plain_http"] == 1
+
+
+@pytest.mark.timeout(120)
+def test_slow_readers_and_concurrency_over_tls(limpet, origin, pki):
+    """Back-pressure on TLS writes (records left pending in OpenSSL and retried
+    with the same bytes) and many connections at once, both ways byte-exact."""
+    import threading
+    big = os.urandom(8 * 1024 * 1024)
+    digest = hashlib.sha256(big).hexdigest()
+
+    def handler(req):
+        if req.method == "POST":
+            return Reply(200, hashlib.sha256(req.body).hexdigest())
+        return Reply(200, big)
+    o = origin("o1", handler=handler)
+    tls_origin = origin("o2", handler=handler, tls=server_context(pki.origin))
+    cfg = tls_config([o], pki, threads=2)
+    cfg["pools"].append({"name": "tlsapp", "origins": [
+        {"name": "o2", "address": tls_origin.address,
+         "tls": {"ca_file": str(pki.ca), "sni": "app.internal"}}]})
+    cfg["load_balancers"].append({"name": "tlslb", "default_pools": ["tlsapp"]})
+    cfg["listen"].append(tls_listener(free_port(), [pki.a], lb="tlslb"))
+    lp = limpet(cfg)
+    ports = [tls_port(lp, 0), tls_port(lp, 1)]   # plain origin, TLS origin
+
+    # a reader that waits before reading: limpet's writes block for a while
+    for port in ports:
+        s = tls_connect(port, client_context(pki))
+        s.sendall(b"GET /big HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        time.sleep(1.0)
+        data = b""
+        while True:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) % (1 << 20) < 4096:
+                time.sleep(0.05)
+        s.close()
+        body = data.split(b"\r\n\r\n", 1)[1]
+        assert hashlib.sha256(body).hexdigest() == digest
+
+    errors = []
+
+    def client(i):
+        try:
+            port = ports[i % 2]
+            c = https_connection(port, client_context(pki))
+            for k in range(2):
+                up = os.urandom(200000 + i * 1000 + k)
+                status, _, body = https_request(c, "POST", f"/up{i}", body=up)
+                assert status == 200 and body.decode() == hashlib.sha256(up).hexdigest()
+                status, _, body = https_request(c, "GET", f"/big{i}")
+                assert status == 200 and hashlib.sha256(body).hexdigest() == digest
+            c.close()
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"client {i}: {e!r}")
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(100)
+    assert errors == []
