@@ -123,6 +123,24 @@ def test_alpn_http11_and_versions(limpet, origin, pki):
     assert status == 200 and body == b"o1 GET /v12\n"
 
 
+def test_full_chain_and_renegotiation_refused(limpet, origin, pki):
+    inter = pki.intermediate()
+    leaf = inter.cert("chained", ["a.test", "127.0.0.1"])
+    o = origin("o1")
+    lp = limpet(tls_config([o], pki, certs=[pki.chained(leaf, inter)]))
+    port = tls_port(lp)
+    # the client trusts the root only: the intermediate comes from limpet
+    r = subprocess.run(["curl", "-sS", "--cacert", str(pki.ca), f"https://127.0.0.1:{port}/c"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0 and r.stdout == "o1 GET /c\n", r.stderr
+    # TLS 1.2 renegotiation asked by the client ("R" in s_client) is refused
+    p = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_2",
+                        "-servername", "a.test"], input=b"R\n", capture_output=True, timeout=20)
+    out = p.stdout + p.stderr
+    assert b"RENEGOTIATING" in out and b"no renegotiation" in out, out[-1500:]
+    assert get(port, client_context(pki), "/after")[0] == 200
+
+
 @pytest.mark.parametrize("version", ["TLSv1", "TLSv1_1"])
 def test_tls10_and_tls11_refused(limpet, origin, pki, version):
     o = origin("o1")

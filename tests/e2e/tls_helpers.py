@@ -5,6 +5,8 @@ command at test time, and TLS clients.
     pki.cert("a", ["a.test", "localhost", "127.0.0.1"], key="ec"|"rsa", days=30)
                                    -> Cert(name, cert, key, serial): a leaf signed by the CA
     pki.other_ca()                 -> a second CA (Pki) that trusts nothing of the first
+    pki.intermediate()             -> an intermediate CA signed by pki (a Pki);
+                                      pki.chained(leaf, inter) -> the leaf's full chain file
     client_context(pki, **kw)      an ssl.SSLContext trusting pki's CA
     server_context(cert)           an ssl.SSLContext serving cert (a TLS origin)
     peer_cert(port, sni)           the certificate limpet presents: dict with
@@ -72,6 +74,30 @@ class Pki:
 
     def other_ca(self, name="ca2"):
         return Pki(self.dir, name=name)
+
+    def intermediate(self, name="inter"):
+        """An intermediate CA signed by this one (a Pki whose .chain is its
+        certificate, to append to the leaves it signs)."""
+        sub = Pki.__new__(Pki)
+        sub.dir, sub.name, sub._serial = self.dir, name, 0x5000
+        sub.ca_key = self.dir / f"{name}.key"
+        sub.ca = self.dir / f"{name}.pem"
+        csr, ext = self.dir / f"{name}.csr", self.dir / f"{name}.ext"
+        _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                 "-keyout", str(sub.ca_key), "-out", str(csr), "-subj",
+                 f"/CN=limpet test {name}", cwd=self.dir)
+        ext.write_text("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n")
+        self._serial += 1
+        _openssl("x509", "-req", "-in", str(csr), "-CA", str(self.ca), "-CAkey", str(self.ca_key),
+                 "-set_serial", str(self._serial), "-out", str(sub.ca), "-days", "30",
+                 "-extfile", str(ext), cwd=self.dir)
+        return sub
+
+    def chained(self, cert, intermediate):
+        """cert's file with the intermediate's certificate after it (a full chain)."""
+        out = self.dir / f"{cert.name}-chain.pem"
+        out.write_text(Path(cert.cert).read_text() + Path(intermediate.ca).read_text())
+        return Cert(cert.name + "-chain", out, cert.key, cert.serial)
 
 
 def client_context(pki=None, cafile=None, minimum=None, maximum=None, alpn=None, seclevel0=False):
