@@ -398,15 +398,11 @@ void tls_close(struct transport *t)
     if (!(t->flags & TP_ESTABLISHED)) {
         note_failure(t, TLS_FAIL_INCOMPLETE);
     } else if (!(t->flags & TP_ERROR)) {
-        /* A connection that ends without an error: close_notify when the
-         * peer has not finished first (best effort), and mark it shut down
-         * so OpenSSL keeps its session resumable (it drops the session of a
-         * connection freed otherwise). */
-        if (!(t->flags & (TP_SHUT | TP_EOF))) {
-            ERR_clear_error();
-            SSL_shutdown(t->ssl);
-            ERR_clear_error();
-        }
+        /* A connection that ends without an error is marked shut down, so
+         * OpenSSL keeps its session resumable (it drops the session of a
+         * connection freed otherwise). No close_notify here: an orderly end
+         * sent one through tp_shutdown(), and a connection cut off (a
+         * response aborted mid-body) must not look complete to the peer. */
         SSL_set_shutdown(t->ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
     }
     SSL_free(t->ssl);

@@ -824,3 +824,37 @@ def test_slow_readers_and_concurrency_over_tls(limpet, origin, pki):
     for t in threads:
         t.join(100)
     assert errors == []
+
+
+def test_orderly_end_sends_close_notify_and_an_abort_does_not(limpet, origin, pki):
+    """A close-delimited body ends with close_notify (a clean end for the
+    client); a response cut off mid-body ends without it, so a TLS client
+    sees the truncation even where HTTP framing could not tell."""
+    def handler(req):
+        if req.target == "/cut":
+            return Reply(200, b"x" * 100000, abort_after=1000)
+        return Reply(200, b"y" * 5000, no_length=True)
+    o = origin("o1", handler=handler)
+    lp = limpet(tls_config([o], pki))
+    port = tls_port(lp)
+
+    def fetch(path):
+        ctx = client_context(pki)
+        ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF   # (Debian's Python sets it)
+        s = tls_connect(port, ctx, ragged_eof_ok=False)
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n".encode())
+        data = b""
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return data, "close_notify"
+                data += chunk
+        except (ssl.SSLEOFError, ConnectionResetError) as e:
+            return data, type(e).__name__
+        finally:
+            s.close()
+    data, end = fetch("/whole")
+    assert end == "close_notify" and data.endswith(b"y" * 5000)
+    data, end = fetch("/cut")
+    assert end in ("SSLEOFError", "ConnectionResetError"), (end, len(data))

@@ -120,10 +120,14 @@ def server_context(cert, cafile=None):
     return ctx
 
 
-def tls_connect(port, ctx, sni="a.test", host="127.0.0.1", session=None, timeout=10):
+def tls_connect(port, ctx, sni="a.test", host="127.0.0.1", session=None, timeout=10,
+                ragged_eof_ok=True):
+    """ragged_eof_ok=False: an end of stream without close_notify raises
+    ssl.SSLEOFError instead of reading as b""."""
     raw = socket.create_connection((host, port), timeout=timeout)
     try:
-        return ctx.wrap_socket(raw, server_hostname=sni, session=session)
+        return ctx.wrap_socket(raw, server_hostname=sni, session=session,
+                               suppress_ragged_eofs=ragged_eof_ok)
     except Exception:
         raw.close()
         raise
