@@ -158,7 +158,7 @@ test-tomcat: $(SAN_LIMPET) $(TOMCAT_STAMP)
 $(BENCH_STAMP):
 	$(call install_missing,$(BENCH_PACKAGES))
 
-bench: $(BUILD)/limpet $(BUILD)/floor_relay $(BUILD)/affinity_bench $(BENCH_STAMP)
+bench: $(BUILD)/limpet $(BUILD)/floor_relay $(BUILD)/tls_load $(BUILD)/affinity_bench $(BENCH_STAMP)
 	bench/run.sh
 	$(BUILD)/affinity_bench
 
@@ -166,6 +166,11 @@ bench: $(BUILD)/limpet $(BUILD)/floor_relay $(BUILD)/affinity_bench $(BENCH_STAM
 $(BUILD)/floor_relay: bench/floor_relay.c
 	@mkdir -p $(BUILD)
 	$(CC) -O2 -g -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -o $@ $<
+
+# The bench's TLS connection generator (full and resumed handshakes): plain C + OpenSSL.
+$(BUILD)/tls_load: bench/tls_load.c
+	@mkdir -p $(BUILD)
+	$(CC) -O2 -g -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -o $@ $< -lssl -lcrypto
 
 $(BUILD)/affinity_bench: bench/affinity_bench.c src/affinity/token.c src/affinity/token.h
 	$(CC) $(CFLAGS) -o $@ bench/affinity_bench.c src/affinity/token.c -lcrypto

@@ -50,6 +50,10 @@ ORIGIN_PORTS = [19601, 19602, 19603]
 PORT = {"haproxy": 19510, "nginx": 19520, "limpet": 19500, "floor": 19530,
         "haproxy-2t": 19511, "nginx-2t": 19521, "limpet-2t": 19501, "limpet-1000": 19505}
 
+# The TLS listeners of the main HAProxy and limpet (same certificate).
+TLS_PORT = {"haproxy": 19512, "limpet": 19502}
+TLS_CONNS = 16   # tls_load: connections opened at once
+
 LABEL = {"haproxy": "HAProxy", "nginx": "nginx", "limpet": "limpet", "floor": "floor"}
 MAIN = ["haproxy", "nginx", "limpet", "floor"]
 
@@ -203,8 +207,15 @@ def port_free(port):
         s.close()
 
 
-def http_get(port, path="/", headers=None, timeout=2.0):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def http_get(port, path="/", headers=None, timeout=2.0, tls=False):
+    if tls:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        c = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=ctx)
+    else:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         c.request("GET", path, headers=headers or {})
         r = c.getresponse()
@@ -214,14 +225,14 @@ def http_get(port, path="/", headers=None, timeout=2.0):
         c.close()
 
 
-def wait_ready(proc, port, deadline=10.0):
+def wait_ready(proc, port, deadline=10.0, tls=False):
     end = time.monotonic() + deadline
     last = None
     while time.monotonic() < end:
         if not proc.alive():
             raise SystemExit(f"bench: {proc.name} exited at start:\n{proc.log_text()}")
         try:
-            status, _, _ = http_get(port, timeout=1.0)
+            status, _, _ = http_get(port, timeout=1.0, tls=tls)
             if status == 200:
                 return
             last = f"status {status}"
@@ -295,9 +306,16 @@ http {{
 """
 
 
-def haproxy_conf(port, threads):
+def haproxy_conf(port, threads, tls_pem=None, tls_port=None):
     servers = "".join(f"    server s{i + 1} 127.0.0.1:{p} cookie s{i + 1}\n"
                       for i, p in enumerate(ORIGIN_PORTS))
+    tls = ""
+    if tls_pem:
+        tls = f"""
+frontend fe_tls
+    bind 127.0.0.1:{tls_port} ssl crt {tls_pem} alpn http/1.1 ssl-min-ver TLSv1.2
+    default_backend be
+"""
     return f"""global
     nbthread {threads}
     maxconn 8000
@@ -315,19 +333,24 @@ defaults
 frontend fe
     bind 127.0.0.1:{port}
     default_backend be
-
+{tls}
 backend be
     balance roundrobin
     cookie SRV insert indirect nocache
 {servers}"""
 
 
-def limpet_conf(tmp, port, threads, n_origins=3):
+def limpet_conf(tmp, port, threads, n_origins=3, tls_port=None):
     import json
     origins = [{"name": f"o{i + 1}", "address": f"127.0.0.1:{ORIGIN_PORTS[i % 3]}"}
                for i in range(n_origins)]
+    listen = [{"address": f"127.0.0.1:{port}", "load_balancer": "bench"}]
+    if tls_port:
+        listen.append({"address": f"127.0.0.1:{tls_port}", "load_balancer": "bench",
+                       "tls": {"certificates": [{"certificate": f"{tmp}/bench.crt",
+                                                 "private_key": f"{tmp}/bench.key"}]}})
     return json.dumps({
-        "listen": [{"address": f"127.0.0.1:{port}", "load_balancer": "bench"}],
+        "listen": listen,
         "threads": threads,
         "log": {"access": "off"},
         "secret_file": f"{tmp}/affinity.key",
@@ -341,11 +364,13 @@ def limpet_conf(tmp, port, threads, n_origins=3):
 # ---------------------------------------------------------------- balancers
 
 class Balancer:
-    def __init__(self, key, proc, port):
-        self.key, self.proc, self.port = key, proc, port
+    def __init__(self, key, proc, port, tls_port=None):
+        self.key, self.proc, self.port, self.tls_port = key, proc, port, tls_port
         self.cookie = None  # "name=value" a sticky client sends back
 
-    def url(self, path="/"):
+    def url(self, path="/", tls=False):
+        if tls:
+            return f"https://127.0.0.1:{self.tls_port}{path}"
         return f"http://127.0.0.1:{self.port}{path}"
 
 
@@ -362,9 +387,11 @@ def check_config(argv, what):
 
 def start_balancer(kind, key, tmp, threads, n_origins=3):
     port = PORT[key]
+    tls_port = TLS_PORT.get(key)
     if kind == "haproxy":
         cfg = os.path.join(tmp, f"{key}.cfg")
-        write(cfg, haproxy_conf(port, threads))
+        write(cfg, haproxy_conf(port, threads, f"{tmp}/bench.pem" if tls_port else None,
+                                tls_port))
         check_config(["haproxy", "-c", "-q", "-f", cfg], key)
         proc = Proc(key, ["haproxy", "-db", "-f", cfg], tmp)
     elif kind == "nginx":
@@ -374,7 +401,7 @@ def start_balancer(kind, key, tmp, threads, n_origins=3):
                     stop_signal=signal.SIGTERM)
     elif kind == "limpet":
         cfg = os.path.join(tmp, f"{key}.json")
-        write(cfg, limpet_conf(tmp, port, threads, n_origins))
+        write(cfg, limpet_conf(tmp, port, threads, n_origins, tls_port))
         check_config([os.path.join(BUILD, "limpet"), "-t", "-c", cfg], key)
         proc = Proc(key, [os.path.join(BUILD, "limpet"), "-c", cfg], tmp,
                     stop_signal=signal.SIGTERM)
@@ -384,7 +411,9 @@ def start_balancer(kind, key, tmp, threads, n_origins=3):
     else:
         raise ValueError(kind)
     wait_ready(proc, port)
-    b = Balancer(key, proc, port)
+    if tls_port:
+        wait_ready(proc, tls_port, tls=True)
+    b = Balancer(key, proc, port, tls_port)
     get_cookie(b)
     return b
 
@@ -446,11 +475,11 @@ def parse_wrk(out):
     return res
 
 
-def run_wrk(b, path="/", threads=1, conns=CONNS, secs=SECONDS, headers=()):
+def run_wrk(b, path="/", threads=1, conns=CONNS, secs=SECONDS, headers=(), tls=False):
     argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{secs}s", "--timeout", "5s", "--latency"]
     for h in headers:
         argv += ["-H", h]
-    argv.append(b.url(path))
+    argv.append(b.url(path, tls=tls))
     before = b.proc.cpu_ticks()
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 30)
@@ -487,6 +516,46 @@ def measure(name, variants, sticky=True, extra=(), **wrk_args):
                     f"{res['rps']:>8,.0f} req/s {res['mib_s']:>7.1f} MiB/s  "
                     f"p99 {res['latency'].get(99, float('nan')):6.2f} ms  "
                     f"cpu {res['cpu_us']:6.1f} us/req{extra_txt}")
+            time.sleep(PAUSE)
+    return runs
+
+
+def run_tls_load(b, mode, secs=SECONDS, headers=()):
+    """New TLS connections per second (build/tls_load): full or resumed handshakes,
+    one sticky request each (Connection: close). CPU µs per connection."""
+    argv = [os.path.join(BUILD, "tls_load"), f"127.0.0.1:{b.tls_port}", str(secs),
+            str(TLS_CONNS), mode, *headers]
+    before = b.proc.cpu_ticks()
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 30)
+        out = r.stdout + r.stderr
+    except subprocess.TimeoutExpired as e:
+        out = f"tls_load timed out\n{e.stdout or ''}"
+    after = b.proc.cpu_ticks()
+    check_alive(f"during tls_load against {b.key}")
+    m = dict(re.findall(r"(\w+)=([\d.]+)", out))
+    if not m.get("connections") or float(m["connections"]) == 0:
+        say(f"  {b.key}: tls_load gave no result:\n{out}")
+        return None
+    n = float(m["connections"])
+    return {"rps": float(m["rate"]), "requests": int(n), "resumed": int(m["resumed"]),
+            "errors": int(m["errors"]), "non2xx": int(m["non200"]), "latency": {},
+            "mib_s": 0.0, "cpu_us": (after - before) * 1e6 / CLK_TCK / n,
+            "argv": " ".join(argv)}
+
+
+def measure_tls_load(name, variants, mode):
+    runs = {b.key: [] for b in variants}
+    for r in range(ROUNDS):
+        for b in variants:
+            res = run_tls_load(b, mode, headers=(f"Cookie: {b.cookie}",) if b.cookie else ())
+            runs[b.key].append(res)
+            if res:
+                say(f"{name:<18} {r + 1}/{ROUNDS} {b.key:<12}{res['rps']:>8,.0f} conn/s "
+                    f"resumed {100 * res['resumed'] / max(res['requests'], 1):3.0f}%  "
+                    f"cpu {res['cpu_us']:7.1f} us/conn"
+                    + (f"  errors {res['errors']} non-200 {res['non2xx']}"
+                       if res["errors"] or res["non2xx"] else ""))
             time.sleep(PAUSE)
     return runs
 
@@ -755,6 +824,21 @@ def report(m, res, started, elapsed):
         "rps", {k: ((I.get(k) or {}).get("origin_conns_after", 0)
                     - (I.get(k) or {}).get("origin_conns_before", 0)) if I.get(k) else None
                 for k in MAIN}, ratios=False)
+    K = res["tls_ka"]
+    add("TLS req/s keep-alive", f"TLS sticky keep-alive requests/s (wrk -t1 -c{CONNS} https)",
+        "higher", "rps", {k: med(K.get(k), "rps") for k in MAIN})
+    add("CPU µs/req TLS", "TLS sticky keep-alive CPU µs per request", "lower", "us",
+        {k: med(K.get(k), "cpu_us") for k in MAIN})
+    F = res["tls_full"]
+    add("TLS conn/s full", f"new TLS connections/s, full handshakes (tls_load, {TLS_CONNS} at "
+        "once, one request each)", "higher", "rps", {k: med(F.get(k), "rps") for k in MAIN})
+    add("CPU µs/full hs", "CPU µs per new TLS connection, full handshake", "lower", "us",
+        {k: med(F.get(k), "cpu_us") for k in MAIN})
+    R = res["tls_resumed"]
+    add("TLS conn/s resumed", f"new TLS connections/s, resumed sessions (tls_load, "
+        f"{TLS_CONNS} at once)", "higher", "rps", {k: med(R.get(k), "rps") for k in MAIN})
+    add("CPU µs/resumed hs", "CPU µs per new TLS connection, resumed session", "lower", "us",
+        {k: med(R.get(k), "cpu_us") for k in MAIN})
     T = res["threads"]
     add("req/s 1 thread -t2", f"requests/s, 1 worker thread (wrk -t2 -c{CONNS}, sticky)", "higher",
         "rps", {k: med(T.get(k), "rps") for k in MAIN})
@@ -803,6 +887,13 @@ def report(m, res, started, elapsed):
          "`/proc/PID/smaps_rollup`) ÷ connections.",
          "- Threads: the 1- and 2-thread instances are measured in the same interleaved rounds "
          "with `wrk -t2` (the floor relay is single-threaded: no 2-thread figure).",
+         "- TLS (limpet and HAProxy only, same ECDSA P-256 certificate, TLS 1.3 negotiated): "
+         "keep-alive requests over TLS with `wrk` on `https://`; new connections per second "
+         f"with `build/tls_load` (bench/tls_load.c: {TLS_CONNS} connections at once, each a "
+         "handshake — full, or resuming the last session received — then one sticky request "
+         "with `Connection: close`); CPU µs per connection as for requests. HAProxy: "
+         "`bind … ssl crt … alpn http/1.1 ssl-min-ver TLSv1.2`, its default session cache "
+         "and tickets.",
          "", f"## Figures (median of {ROUNDS})", "",
          "| figure | better | HAProxy | nginx | limpet | floor |",
          "| --- | --- | ---: | ---: | ---: | ---: |"]
@@ -849,7 +940,9 @@ def report(m, res, started, elapsed):
     notes = []
     for meas, runs in (("sticky", res["sticky"]), ("close", res["close"]), ("new", res["new"]),
                        ("big", res["big"]), ("threads", res["threads"]),
-                       ("1000 origins", res["origins1000"])):
+                       ("1000 origins", res["origins1000"]), ("TLS keep-alive", res["tls_ka"]),
+                       ("TLS full handshakes", res["tls_full"]),
+                       ("TLS resumed", res["tls_resumed"])):
         for k, rs in runs.items():
             errs = sum(r["errors"] for r in rs if r)
             non2 = sum(r["non2xx"] for r in rs if r)
@@ -883,7 +976,10 @@ def report(m, res, started, elapsed):
     for meas, runs in (("sticky keep-alive", res["sticky"]), ("Connection: close", res["close"]),
                        ("new session", res["new"]), ("1 MiB (MiB/s)", res["big"]),
                        ("threads (wrk -t2)", res["threads"]),
-                       ("1,000 origins", res["origins1000"])):
+                       ("1,000 origins", res["origins1000"]),
+                       ("TLS keep-alive", res["tls_ka"]),
+                       ("TLS new connections, full (conn/s)", res["tls_full"]),
+                       ("TLS new connections, resumed (conn/s)", res["tls_resumed"])):
         L.append(f"- {meas}:")
         for k, rs in runs.items():
             field = "mib_s" if meas.startswith("1 MiB") else "rps"
@@ -907,7 +1003,7 @@ def main():
     for tool in ("haproxy", "nginx", "wrk"):
         if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
             raise SystemExit(f"bench: {tool} missing (make bench installs it)")
-    for binary in ("limpet", "floor_relay"):
+    for binary in ("limpet", "floor_relay", "tls_load"):
         if not os.access(os.path.join(BUILD, binary), os.X_OK):
             raise SystemExit(f"bench: build/{binary} missing: run make bench")
     busy = [p for p in ORIGIN_PORTS + list(PORT.values()) if not port_free(p)]
@@ -922,9 +1018,18 @@ def main():
         f.write(os.urandom(BIG_SIZE))
     with open(os.path.join(tmp, "affinity.key"), "w") as f:
         f.write(secrets.token_hex(32) + "\n")
+    # one certificate for both TLS listeners (HAProxy wants it and its key in one file)
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", f"{tmp}/bench.key",
+                        "-out", f"{tmp}/bench.crt", "-days", "7", "-subj", "/CN=bench.test",
+                        "-addext", "subjectAltName=DNS:bench.test"],
+                       capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise SystemExit(f"bench: openssl could not make the TLS certificate:\n{r.stderr}")
+    write(f"{tmp}/bench.pem", open(f"{tmp}/bench.crt").read() + open(f"{tmp}/bench.key").read())
 
     procs = []
-    total_runs = ROUNDS * (4 * 4 + 6 + 2)
+    total_runs = ROUNDS * (4 * 4 + 6 + 2 + 3 * 2)
     say(f"limpet bench: {ROUNDS} round(s) x {SECONDS} s, {total_runs} wrk runs "
         f"(~{total_runs * (SECONDS + PAUSE + 0.2) / 60 + 1:.0f} min); temp dir {tmp}")
     try:
@@ -957,6 +1062,14 @@ def main():
         res["new"] = measure("new session", main_set, sticky=False)
         say(f"== 1 MiB responses: wrk -t1 -c{BIG_CONNS} /big -H 'Cookie: …'")
         res["big"] = measure("1 MiB responses", main_set, path="/big", conns=BIG_CONNS)
+
+        tls_set = [bal["haproxy"], bal["limpet"]]
+        say(f"== TLS keep-alive: wrk -t1 -c{CONNS} https://… -H 'Cookie: …'")
+        res["tls_ka"] = measure("TLS keep-alive", tls_set, tls=True)
+        say(f"== new TLS connections, full handshakes: tls_load … {TLS_CONNS} full")
+        res["tls_full"] = measure_tls_load("TLS full hs", tls_set, "full")
+        say(f"== new TLS connections, resumed sessions: tls_load … {TLS_CONNS} resume")
+        res["tls_resumed"] = measure_tls_load("TLS resumed hs", tls_set, "resume")
 
         say("== limpet with 1,000 origins vs 3")
         l1000 = start_balancer("limpet", "limpet-1000", tmp, 1, n_origins=1000)

@@ -7,7 +7,7 @@
 # is interrupted, or dies (the processes get PDEATHSIG).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for b in build/limpet build/floor_relay; do
+for b in build/limpet build/floor_relay build/tls_load; do
   [ -x "$b" ] || { echo "bench/run.sh: $b missing; run: make bench" >&2; exit 1; }
 done
 for t in haproxy nginx wrk; do

@@ -6,7 +6,7 @@
 #   make fuzz-smoke            every target for 10 s (part of `make test`)
 #   make fuzz-build            build only
 #   make fuzz-run-request      one target (request, response, chunked, config,
-#                              cookie, token, proxy_protocol)
+#                              cookie, token, proxy_protocol, tls)
 #
 # Each target is built with clang -fsanitize=fuzzer,address,undefined (every
 # sanitizer report aborts) into build/fuzz/fuzz_NAME, linked with only the
@@ -27,7 +27,7 @@ FUZZ_CFLAGS  := -std=c17 -D_GNU_SOURCE -Isrc -g -O1 -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
                 -Wall -Wextra -Werror
 
-FUZZ_TARGETS := request response chunked config cookie token proxy_protocol
+FUZZ_TARGETS := request response chunked config cookie token proxy_protocol tls
 
 # What each target links and how it runs.
 FUZZ_SRCS_request  := src/http/h1.c
@@ -37,6 +37,7 @@ FUZZ_SRCS_config   := src/config/config.c src/snapshot/settings.c src/core/addr.
 FUZZ_SRCS_cookie   := src/http/cookie.c
 FUZZ_SRCS_token    := src/affinity/token.c
 FUZZ_SRCS_proxy_protocol := src/http/proxy_protocol.c
+FUZZ_SRCS_tls      := src/core/tls.c src/core/loop.c
 FUZZ_HDRS_request  := src/http/h1.h
 FUZZ_HDRS_response := src/http/h1.h
 FUZZ_HDRS_chunked  := src/http/h1.h
@@ -44,8 +45,11 @@ FUZZ_HDRS_config   := src/config/config.h src/snapshot/settings.h src/core/addr.
 FUZZ_HDRS_cookie   := src/http/cookie.h
 FUZZ_HDRS_token    := src/affinity/token.h
 FUZZ_HDRS_proxy_protocol := src/http/proxy_protocol.h
+FUZZ_HDRS_tls      := src/core/tls.h src/core/transport.h src/core/loop.h src/core/stats.h \
+                      fuzz/tls_fixture.h
 FUZZ_LIBS_config   := -ljansson
 FUZZ_LIBS_token    := -lcrypto
+FUZZ_LIBS_tls      := -lssl -lcrypto
 FUZZ_OPTS_request  := -dict=fuzz/http.dict -max_len=12288
 FUZZ_OPTS_response := -dict=fuzz/http.dict -max_len=8192
 FUZZ_OPTS_chunked  := -dict=fuzz/http.dict -max_len=8192
@@ -53,6 +57,7 @@ FUZZ_OPTS_config   := -dict=fuzz/config.dict -max_len=16384
 FUZZ_OPTS_cookie   := -dict=fuzz/http.dict -max_len=4096
 FUZZ_OPTS_token    := -dict=fuzz/token.dict -max_len=1024
 FUZZ_OPTS_proxy_protocol := -dict=fuzz/proxy_protocol.dict -max_len=1024
+FUZZ_OPTS_tls      := -max_len=8192
 FUZZ_COMMON_OPTS   := -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_DIR)/fuzz_%)

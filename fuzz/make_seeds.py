@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seed corpora under fuzz/corpus/<target>/ (run from anywhere;
-the files are committed, so this only needs running when the seeds change).
+the files are committed, so this only needs running when the seeds change;
+`make_seeds.py tls` rewrites only the named targets).
 
 The request and response seeds are the refusal batteries of the e2e tests
 (tests/e2e/test_refusals.py, test_smuggling.py, test_response_refusals.py)
@@ -27,7 +28,7 @@ import test_smuggling as ts           # noqa: E402
 import test_response_refusals as trr  # noqa: E402
 
 MAX_LEN = {"request": 12288, "response": 8192, "chunked": 8192, "config": 16384,
-           "cookie": 4096, "token": 1024, "proxy_protocol": 1024}
+           "cookie": 4096, "token": 1024, "proxy_protocol": 1024, "tls": 8192}
 
 
 def write(target, seeds):
@@ -278,10 +279,60 @@ def proxy_protocol_seeds():
     return seeds
 
 
+def client_hello(sni=None, alpn=None, minimum=None, maximum=None, seclevel0=False):
+    """The first flight of a Python (OpenSSL) client, through memory BIOs."""
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if seclevel0:
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    if minimum:
+        ctx.minimum_version = minimum
+    if maximum:
+        ctx.maximum_version = maximum
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(incoming, outgoing, server_hostname=sni)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
+
+
+def tls_seeds():
+    """Client first flights (the first two bytes of a seed are the target's
+    own: piece size, end of stream)."""
+    import ssl
+    import warnings
+    warnings.simplefilter("ignore", DeprecationWarning)
+    v = ssl.TLSVersion
+    hellos = [
+        client_hello("a.fuzz.test", ["h2", "http/1.1"]),
+        client_hello("b.fuzz.test", ["http/1.1"]),
+        client_hello(None),
+        client_hello("unknown.test", ["h2"]),
+        client_hello("a.fuzz.test", maximum=v.TLSv1_2),
+        client_hello("b.fuzz.test", minimum=v.TLSv1_3),
+        client_hello("a.fuzz.test", minimum=v.TLSv1, maximum=v.TLSv1, seclevel0=True),
+        client_hello("a.fuzz.test", minimum=v.TLSv1_1, maximum=v.TLSv1_1, seclevel0=True),
+    ]
+    out = []
+    for h in hellos:
+        out += [b"\xff\x00" + h, b"\x00\x01" + h, b"\x05\x01" + h[:len(h) // 2]]
+    out += [b"\xff\x01GET / HTTP/1.1\r\nHost: a.fuzz.test\r\n\r\n",
+            b"\xff\x00\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00",
+            b"\xff\x01\x80\x2e\x01\x00\x02\x00\x15\x00\x00\x00\x10" + bytes(37),
+            b"\x10\x01" + bytes(range(256))]
+    return out
+
+
 TARGETS = {
     "request": request_seeds, "response": response_seeds, "chunked": chunked_seeds,
     "config": config_seeds, "cookie": cookie_seeds, "token": token_seeds,
-    "proxy_protocol": proxy_protocol_seeds,
+    "proxy_protocol": proxy_protocol_seeds, "tls": tls_seeds,
 }
 
 

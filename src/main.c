@@ -28,6 +28,7 @@
 #include "config/config.h"
 #include "control/control.h"
 #include "control/upgrade.h"
+#include "control/tls_build.h"
 #include "core/log.h"
 #include "core/version.h"
 #include "demo/demo_origin.h"
@@ -74,6 +75,11 @@ static struct config *load_or_report(const char *path)
     return cfg;
 }
 
+static void print_tls_problem(void *arg, const char *problem)
+{
+    printf("%s: %s\n", (const char *)arg, problem);
+}
+
 static int check_config(const char *path)
 {
     struct config *cfg = load_or_report(path);
@@ -95,6 +101,8 @@ static int check_config(const char *path)
         }
         token_keys_free(keys);
     }
+    if (tls_check_config(cfg, print_tls_problem, (void *)path) > 0)
+        status = 1;
     if (status == 0)
         printf("%s: ok\n", path);
     config_free(cfg);

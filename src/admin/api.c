@@ -379,6 +379,18 @@ static void get_status(struct admin *admin, struct admin_reply *reply)
                                      "reload_failures", (json_int_t)ctl->reload_failures));
 }
 
+static void listeners(struct admin *admin, const struct admin_request *req,
+                      struct admin_reply *reply)
+{
+    if (!method_allowed(req, reply, ALLOW_GET))
+        return;
+    const struct snapshot *s = snapshot_current();
+    json_t *list = json_array();
+    for (size_t i = 0; i < s->cfg->num_listeners; i++)
+        json_array_append_new(list, view_listener(admin->ctl, s, i));
+    reply_json(reply, 200, json_pack("{s:o}", "listeners", list));
+}
+
 static const char *const LB_KEYS[] = {"session_affinity", "session_affinity_ttl",
     "session_affinity_attributes", "default_pools", "fallback_pool", NULL};
 
@@ -766,6 +778,8 @@ static void route_api(struct admin *admin, const struct admin_request *req,
     } else if ((n == 5 || n == 6) && strcmp(what, "pools") == 0 &&
                strcmp(seg[4], "origins") == 0) {
         origins(admin, req, reply, seg[3], n == 6 ? seg[5] : NULL);
+    } else if (n == 3 && strcmp(what, "listeners") == 0) {
+        listeners(admin, req, reply);
     } else if (n == 3 && strcmp(what, "reload") == 0) {
         reload(admin, req, reply);
     } else if (n == 3 && strcmp(what, "state") == 0) {

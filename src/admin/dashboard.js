@@ -8,7 +8,9 @@
  * (this tab only) and sends it as "Authorization: Bearer". A load balancer
  * with session affinity and drain_duration 0 keeps no session on a draining
  * origin: the page says so wherever a drain is shown or offered, since
- * "drain" then acts like "disable". The DOM is built
+ * "drain" then acts like "disable". Listeners show their certificates with
+ * the days left before each expires (a warning under 14 days, an alert once
+ * expired) and their TLS handshake rates. The DOM is built
  * with textContent only: nothing from the API is ever parsed as HTML.
  */
 "use strict";
@@ -150,8 +152,18 @@ function renderHeader(status) {
       " (" + status.reload_failures + " failed)" : "") })));
 }
 
-function renderAlerts(pools, lbRates, lbsByName) {
+function renderAlerts(pools, lbRates, lbsByName, listeners) {
   const alerts = [];
+  for (const l of listeners)
+    for (const c of l.certificates || []) {
+      if (c.expired)
+        alerts.push(["bad", "Listener " + l.address + ": certificate " + c.certificate +
+                     " expired on " + c.not_after.slice(0, 10) + "."]);
+      else if (c.expires_soon)
+        alerts.push(["warn", "Listener " + l.address + ": certificate " + c.certificate +
+                     " expires in " + c.days_left + " day" + (c.days_left === 1 ? "" : "s") +
+                     " (" + c.not_after.slice(0, 10) + ")."]);
+    }
   let origins = 0, up = 0;
   for (const p of pools) {
     origins += p.summary.origins;
@@ -291,7 +303,48 @@ function poolPanel(pool, originRates, lbsByName) {
   return el("div", { class: "pool", "data-pool": pool.name }, head, table);
 }
 
-function render(status, lbs, pools) {
+function certCell(l) {
+  if (!l.tls) {
+    return el("span", { class: "muted", text: l.redirect_to_https ?
+      "plain HTTP: every request redirected to https (" + l.redirect_to_https + ")" : "plain HTTP" });
+  }
+  return el("div", {}, ...l.certificates.map((c, i) => el("div", {
+      class: "cert" + (c.expired ? " expired" : c.expires_soon ? " expiring" : ""),
+      "data-cert": c.certificate, title: c.certificate + " / " + c.private_key },
+    el("span", { class: "cert-name", text: c.subject || c.names }),
+    el("span", { class: "muted", text: "  " + c.names + " · " + c.key_type +
+                 (i === 0 ? " · default" : "") }),
+    el("div", { class: "cert-expiry", text: (c.expired ? "expired " : "expires ") +
+                c.not_after.slice(0, 10) + " (" + (c.expired ? "expired" : c.days_left +
+                " day" + (c.days_left === 1 ? "" : "s") + " left") + ")" }))));
+}
+
+function listenersTable(listeners, rates) {
+  return el("table", {},
+    el("thead", {}, el("tr", {},
+      el("th", { text: "address" }), el("th", { text: "load balancer" }),
+      el("th", { text: "protocol" }), el("th", { text: "certificates" }),
+      el("th", { class: "num", text: "handshakes/s" }), el("th", { class: "num", text: "resumed" }),
+      el("th", { class: "num", text: "failed" }))),
+    el("tbody", {}, ...listeners.map((l) => {
+      const h = l.handshakes;
+      const failed = h ? Object.values(h.failures).reduce((a, b) => a + b, 0) : null;
+      const failTitle = h ? Object.entries(h.failures).filter(([, v]) => v)
+        .map(([k, v]) => k + " " + v).join(", ") : "";
+      return el("tr", { "data-listener": l.address },
+        el("td", { class: "origin-name", text: l.address }),
+        el("td", { text: l.load_balancer }),
+        el("td", {}, el("span", { class: "badge " + (l.tls ? "b-tls" : "b-plain"),
+                                 text: l.tls ? "HTTPS" : "HTTP" }),
+           l.hsts !== undefined ? el("span", { class: "muted", text: " HSTS " + fmtDuration(l.hsts) }) : null),
+        el("td", {}, certCell(l)),
+        el("td", { class: "num", text: h ? fmtRate(rates.get(l.address)) : "–" }),
+        el("td", { class: "num", text: h ? (h.completed ? (100 * h.resumed / h.completed).toFixed(0) + "%" : "–") : "–" }),
+        el("td", { class: "num", title: failTitle, text: h ? fmtCount(failed) : "–" }));
+    })));
+}
+
+function render(status, lbs, pools, listeners) {
   const t = performance.now() / 1000;
   const dt = previous ? t - previous.t : 0;
   const now = { t, origins: new Map(), lbs: new Map() };
@@ -324,11 +377,20 @@ function render(status, lbs, pools) {
     for (const k of Object.keys(c)) r[k] = rate(c[k], prev && prev[k], dt);
     lbRates.set(lb.name, r);
   }
+  const handshakeRates = new Map();
+  for (const l of listeners) {
+    if (!l.handshakes) continue;
+    now.handshakes = now.handshakes || new Map();
+    now.handshakes.set(l.address, l.handshakes.completed);
+    const prev = previous && previous.handshakes && previous.handshakes.get(l.address);
+    handshakeRates.set(l.address, rate(l.handshakes.completed, prev, dt));
+  }
   previous = now;
   renderHeader(status);
   const lbsByName = new Map(lbs.map((lb) => [lb.name, lb]));
-  renderAlerts(pools, lbRates, lbsByName);
+  renderAlerts(pools, lbRates, lbsByName, listeners);
   $("lbs").replaceChildren(...lbs.map((lb) => lbCard(lb, lbRates.get(lb.name))));
+  $("listeners").replaceChildren(listenersTable(listeners, handshakeRates));
   $("pools").replaceChildren(...pools.map((p) => poolPanel(p, originRates, lbsByName)));
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
 }
@@ -349,10 +411,10 @@ async function refresh() {
   if (busy) return;
   busy = true;
   try {
-    const [status, lbs, pools] = await Promise.all([
+    const [status, lbs, pools, listeners] = await Promise.all([
       api("GET", "/api/v1/status"), api("GET", "/api/v1/load_balancers"),
-      api("GET", "/api/v1/pools")]);
-    render(status, lbs.load_balancers, pools.pools);
+      api("GET", "/api/v1/pools"), api("GET", "/api/v1/listeners")]);
+    render(status, lbs.load_balancers, pools.pools, listeners.listeners);
   } catch (e) {
     if (!handleError(e)) {
       const s = $("status");

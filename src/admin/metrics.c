@@ -218,6 +218,71 @@ static void write_origin_families(FILE *f, const struct control *ctl, const stru
     free(rows);
 }
 
+static void listener_label(FILE *f, const char *address)
+{
+    fputs("{listener=\"", f);
+    label_value(f, address);
+    fputc('"', f);
+}
+
+static void write_tls_families(FILE *f, const struct control *ctl, const struct snapshot *s)
+{
+    size_t n = s->cfg->num_listeners;
+    struct tls_totals *t = calloc(n ? n : 1, sizeof(*t));
+    if (!t)
+        return;
+    for (size_t i = 0; i < n; i++)
+        view_tls_totals(ctl, s, i, &t[i]);
+    const struct cfg_listener *ls = s->cfg->listeners;
+    family(f, "limpet_tls_handshakes_total", "counter",
+           "Completed TLS handshakes by listener.");
+    for (size_t i = 0; i < n; i++)
+        if (ls[i].tls) {
+            fputs("limpet_tls_handshakes_total", f);
+            listener_label(f, ls[i].address);
+            fprintf(f, "} %llu\n", (unsigned long long)t[i].handshakes);
+        }
+    family(f, "limpet_tls_resumed_handshakes_total", "counter",
+           "TLS handshakes that resumed a session (session cache or ticket), by listener.");
+    for (size_t i = 0; i < n; i++)
+        if (ls[i].tls) {
+            fputs("limpet_tls_resumed_handshakes_total", f);
+            listener_label(f, ls[i].address);
+            fprintf(f, "} %llu\n", (unsigned long long)t[i].resumed);
+        }
+    family(f, "limpet_tls_protocol_handshakes_total", "counter",
+           "Completed TLS handshakes by listener and protocol version.");
+    for (size_t i = 0; i < n; i++)
+        for (unsigned v = 0; ls[i].tls && v < TLS_VERSIONS; v++) {
+            fputs("limpet_tls_protocol_handshakes_total", f);
+            listener_label(f, ls[i].address);
+            fprintf(f, ",version=\"%s\"} %llu\n", tls_version_name(v),
+                    (unsigned long long)t[i].versions[v]);
+        }
+    family(f, "limpet_tls_handshake_failures_total", "counter",
+           "TLS handshakes that failed, by listener and reason.");
+    for (size_t i = 0; i < n; i++)
+        for (unsigned r = 0; ls[i].tls && r < TLS_FAIL_COUNT; r++) {
+            fputs("limpet_tls_handshake_failures_total", f);
+            listener_label(f, ls[i].address);
+            fprintf(f, ",reason=\"%s\"} %llu\n", tls_failure_name((enum tls_failure)r),
+                    (unsigned long long)t[i].failures[r]);
+        }
+    family(f, "limpet_tls_certificate_expiry_timestamp_seconds", "gauge",
+           "When each listener certificate expires (seconds since the epoch).");
+    for (size_t i = 0; i < n; i++) {
+        const struct tls_server *srv = tls_server_of(s->listen[i].tls);
+        for (size_t k = 0; srv && k < srv->num_certs; k++) {
+            fputs("limpet_tls_certificate_expiry_timestamp_seconds", f);
+            listener_label(f, ls[i].address);
+            fputs(",certificate=\"", f);
+            label_value(f, srv->info[k].certificate);
+            fprintf(f, "\"} %lld\n", (long long)srv->info[k].not_after);
+        }
+    }
+    free(t);
+}
+
 char *metrics_render(struct admin *admin, size_t *len)
 {
     char *text = NULL;
@@ -228,6 +293,7 @@ char *metrics_render(struct admin *admin, size_t *len)
     const struct snapshot *s = snapshot_current();
     write_lb_families(f, ctl, s);
     write_origin_families(f, ctl, s);
+    write_tls_families(f, ctl, s);
 
     uint64_t open, accepted;
     view_client_totals(ctl, &open, &accepted);

@@ -94,6 +94,78 @@ static const char *failover_name(enum failover_mode f)
 
 /* ---- counters ---- */
 
+void view_tls_totals(const struct control *ctl, const struct snapshot *s, size_t i,
+                     struct tls_totals *out)
+{
+    *out = (struct tls_totals){0};
+    const struct tls_counters *per_worker = s->listen[i].tls_stats;
+    for (unsigned w = 0; per_worker && w < ctl->num_workers; w++) {
+        const struct tls_counters *c = &per_worker[w];
+        out->handshakes += STAT_GET(c->handshakes);
+        out->resumed += STAT_GET(c->resumed);
+        for (unsigned v = 0; v < TLS_VERSIONS; v++)
+            out->versions[v] += STAT_GET(c->versions[v]);
+        for (unsigned f = 0; f < TLS_FAIL_COUNT; f++)
+            out->failures[f] += STAT_GET(c->failures[f]);
+    }
+}
+
+static json_t *iso_time(int64_t t)
+{
+    char buf[32];
+    time_t tt = (time_t)t;
+    struct tm tm;
+    if (!gmtime_r(&tt, &tm))
+        return json_null();
+    strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return json_string(buf);
+}
+
+static json_t *certificate_json(const struct tls_cert_info *in, int64_t now)
+{
+    int64_t left_s = in->not_after - now;
+    /* whole days left, rounded down (-1 once expired) */
+    json_int_t days = (json_int_t)(left_s >= 0 ? left_s / 86400 : -1 - (-left_s - 1) / 86400);
+    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:I, s:b, s:b}",
+                     "certificate", in->certificate, "private_key", in->private_key,
+                     "subject", in->subject, "names", in->names, "key_type", in->key_type,
+                     "not_after", iso_time(in->not_after), "days_left", days,
+                     "expired", left_s < 0, "expires_soon", left_s < VIEW_CERT_WARN_DAYS * 86400);
+}
+
+json_t *view_listener(const struct control *ctl, const struct snapshot *s, size_t i)
+{
+    const struct cfg_listener *l = &s->cfg->listeners[i];
+    json_t *v = json_pack("{s:s, s:s, s:b}", "address", l->address, "load_balancer",
+                          s->cfg->load_balancers[l->load_balancer].name, "tls", l->tls);
+    if (l->redirect_to_https)
+        json_object_set_new(v, "redirect_to_https", json_integer(l->redirect_to_https));
+    if (l->has_hsts)
+        json_object_set_new(v, "hsts", json_integer(l->hsts));
+    const struct tls_server *srv = tls_server_of(s->listen[i].tls);
+    if (!l->tls)
+        return v;
+    json_t *certs = json_array();
+    int64_t now = (int64_t)time(NULL);
+    for (size_t k = 0; srv && k < srv->num_certs; k++)
+        json_array_append_new(certs, certificate_json(&srv->info[k], now));
+    json_object_set_new(v, "certificates", certs);
+    struct tls_totals t;
+    view_tls_totals(ctl, s, i, &t);
+    json_t *versions = json_object(), *failures = json_object();
+    for (unsigned k = 0; k < TLS_VERSIONS; k++)
+        json_object_set_new(versions, tls_version_name(k), json_integer((json_int_t)t.versions[k]));
+    for (unsigned k = 0; k < TLS_FAIL_COUNT; k++)
+        json_object_set_new(failures, tls_failure_name((enum tls_failure)k),
+                            json_integer((json_int_t)t.failures[k]));
+    json_object_set_new(v, "handshakes", json_pack("{s:I, s:I, s:o, s:o}",
+                                                   "completed", (json_int_t)t.handshakes,
+                                                   "resumed", (json_int_t)t.resumed,
+                                                   "versions", versions,
+                                                   "failures", failures));
+    return v;
+}
+
 void view_origin_totals(const struct control *ctl, const struct origin_shared *os,
                         struct origin_totals *out)
 {

@@ -18,8 +18,18 @@
 #include "config/config.h"
 #include "control/snapshot_build.h"
 #include "core/stats.h"
+#include "core/tls.h"
 
 struct control;
+
+/* Days left under which a certificate is shown as expiring soon. */
+#define VIEW_CERT_WARN_DAYS 14
+
+struct tls_totals {
+    uint64_t handshakes, resumed;
+    uint64_t versions[TLS_VERSIONS];
+    uint64_t failures[TLS_FAIL_COUNT];
+};
 
 struct origin_totals {
     uint64_t requests;
@@ -39,6 +49,14 @@ struct lb_totals {
 void view_origin_totals(const struct control *ctl, const struct origin_shared *os,
                         struct origin_totals *out);
 void view_lb_totals(const struct control *ctl, uint32_t lb_id, struct lb_totals *out);
+/* Handshake counters of listener i of s, summed over workers (zero for a
+ * plain listener). */
+void view_tls_totals(const struct control *ctl, const struct snapshot *s, size_t i,
+                     struct tls_totals *out);
+/* JSON of listener i of s: address, load balancer, TLS settings, each
+ * certificate with its names and expiry (days_left, expires_soon), and the
+ * handshake counters. */
+json_t *view_listener(const struct control *ctl, const struct snapshot *s, size_t i);
 /* Client connections open now, and accepted since start. */
 void view_client_totals(const struct control *ctl, uint64_t *open, uint64_t *accepted);
 

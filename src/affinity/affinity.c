@@ -150,11 +150,15 @@ struct affinity_tables *affinity_tables_build(const struct snapshot *s, char *er
         if (build_pool(&t->pools[p], s, p, t->keys) < 0)
             goto fail;
     for (size_t i = 0; i < cfg->num_load_balancers; i++) {
-        /* Secure "Auto" means "over TLS"; listeners have no TLS in this build. */
+        /* Secure "Auto" means "on responses to requests that came over TLS". */
         const struct cfg_load_balancer *lb = &cfg->load_balancers[i];
-        t->lbs[i].cookie_attrs = cookie_attributes(lb, lb->attributes.secure == SECURE_ALWAYS);
-        if (!t->lbs[i].cookie_attrs)
-            goto fail;
+        enum secure_mode secure = lb->attributes.secure;
+        for (int tls = 0; tls < 2; tls++) {
+            bool on = secure == SECURE_ALWAYS || (secure == SECURE_AUTO && tls);
+            t->lbs[i].cookie_attrs[tls] = cookie_attributes(lb, on);
+            if (!t->lbs[i].cookie_attrs[tls])
+                goto fail;
+        }
     }
     return t;
 fail:
@@ -171,8 +175,10 @@ void affinity_tables_free(struct affinity_tables *t, const struct snapshot *s)
         free(t->pools[p].app_prefix);
         free(t->pools[p].origin_key);
     }
-    for (size_t i = 0; t->lbs && i < s->cfg->num_load_balancers; i++)
-        free(t->lbs[i].cookie_attrs);
+    for (size_t i = 0; t->lbs && i < s->cfg->num_load_balancers; i++) {
+        free(t->lbs[i].cookie_attrs[0]);
+        free(t->lbs[i].cookie_attrs[1]);
+    }
     if (t->keys_owned)
         token_keys_free(t->keys);
     free(t->by_key);

@@ -53,7 +53,8 @@ struct affinity_pool {
 };
 
 struct affinity_lb {
-    char *cookie_attrs;           /* "; Path=/; Max-Age=…; HttpOnly; SameSite=Lax[; Secure]" */
+    char *cookie_attrs[2];        /* [request over TLS]: "; Path=/; Max-Age=…; HttpOnly;
+                                   * SameSite=Lax[; Secure]" (secure Auto: Secure over TLS) */
 };
 
 struct affinity_tables {

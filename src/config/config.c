@@ -439,6 +439,10 @@ static const struct num_rule RULE_SLOW_START =
     {false, false, false, 0, 86400, "a number >= 0 and <= 86400 (0: off)"};
 static const struct num_rule RULE_QUEUE_MAX =
     {true, false, false, 0, 1000000, "an integer >= 0 and <= 1000000"};
+static const struct num_rule RULE_HSTS =
+    {true, false, false, 0, 63072000, "an integer 0..63072000 (seconds)"};
+static const struct num_rule RULE_REDIRECT =
+    {true, false, false, 301, 308, "301, 302, 307 or 308"};
 
 static bool want_number(struct walker *w, json_t *v, const struct num_rule *r,
                         double *out)
@@ -1038,6 +1042,18 @@ static void pool_cb(struct walker *w, json_t *item, void *elem, void *ctx)
                            &p->num_origins, origin_cb, NULL);
     check_unique(w, "origins", p->origins, p->num_origins, sizeof(*p->origins),
                  offsetof(struct cfg_origin, name), "name", "origin name");
+    /* An https monitor checks with the origin's own tls settings. */
+    if (p->monitor_index >= 0 && cfg->monitors[p->monitor_index].type == MONITOR_HTTPS) {
+        for (size_t o = 0; o < p->num_origins; o++) {
+            if (!p->origins[o].tls && p->origins[o].name) {
+                char buf[72];
+                fail_at(w, "monitor", "monitor \"%s\" is https but origin \"%s\" has no "
+                        "tls (add \"tls\": {} to the origin, or use an http monitor)",
+                        cfg->monitors[p->monitor_index].name, printable(buf, p->origins[o].name));
+                break;
+            }
+        }
+    }
     check_unique(w, "origins", p->origins, p->num_origins, sizeof(*p->origins),
                  offsetof(struct cfg_origin, route), "route", "route");
 }
@@ -1255,7 +1271,7 @@ static void walk_listener_tls(struct walker *w, json_t *v, struct cfg_listener *
 static void listener_cb(struct walker *w, json_t *item, void *elem, void *ctx)
 {
     static const char *const keys[] = {"address", "load_balancer", "tls", "proxy_protocol",
-                                       NULL};
+                                       "redirect_to_https", "hsts", NULL};
     const struct config *cfg = ctx;
     struct cfg_listener *l = elem;
     if (!want_object(w, item, keys))
@@ -1279,6 +1295,23 @@ static void listener_cb(struct walker *w, json_t *item, void *elem, void *ctx)
         leave(w, mark);
     }
     get_bool(w, item, "proxy_protocol", &l->proxy_protocol);
+    unsigned redirect = 0;
+    if (get_uint(w, item, "redirect_to_https", &RULE_REDIRECT, &redirect)) {
+        if (redirect != 301 && redirect != 302 && redirect != 307 && redirect != 308)
+            fail_at(w, "redirect_to_https", "must be %s", RULE_REDIRECT.expect);
+        else if (l->tls)
+            fail_at(w, "redirect_to_https", "only on a listener without tls (this one "
+                    "already speaks HTTPS)");
+        else
+            l->redirect_to_https = redirect;
+    }
+    if (get_uint(w, item, "hsts", &RULE_HSTS, &l->hsts)) {
+        if (!l->tls)
+            fail_at(w, "hsts", "only on a listener with tls (browsers ignore it over "
+                    "plain HTTP)");
+        else
+            l->has_hsts = true;
+    }
 }
 
 /* Two listeners on one address could not both bind. */
@@ -1304,7 +1337,7 @@ static void check_listen_addresses(struct walker *w, const struct config *cfg)
 /* ------------------------------------------------------------------------ */
 /* Not supported yet.                                                       */
 
-__attribute__((format(printf, 2, 3)))
+__attribute__((format(printf, 2, 3), unused))
 static void refuse(struct walker *w, const char *path_fmt, ...)
 {
     char path[128];
@@ -1325,19 +1358,8 @@ static void refuse(struct walker *w, const char *path_fmt, ...)
 static void refuse_unsupported(struct walker *w, const struct config *c)
 {
 #define REFUSE(asked, ...) do { if (asked) refuse(w, __VA_ARGS__); } while (0)
-    for (size_t i = 0; i < c->num_monitors; i++)
-        REFUSE(c->monitors[i].type == MONITOR_HTTPS, "monitors[%zu].type", i);
-    for (size_t i = 0; i < c->num_listeners; i++) {
-        const struct cfg_listener *l = &c->listeners[i];
-        REFUSE(l->tls,                              "listen[%zu].tls", i);
-    }
-    for (size_t i = 0; i < c->num_pools; i++) {
-        const struct cfg_pool *p = &c->pools[i];
-        for (size_t j = 0; j < p->num_origins; j++) {
-            const struct cfg_origin *o = &p->origins[j];
-            REFUSE(o->tls,                          "pools[%zu].origins[%zu].tls", i, j);
-        }
-    }
+    (void)w;
+    (void)c;
 #undef REFUSE
 }
 

@@ -57,11 +57,14 @@ static void warn_about(const struct config *cfg)
 {
     for (size_t i = 0; i < cfg->num_load_balancers; i++) {
         const struct cfg_load_balancer *lb = &cfg->load_balancers[i];
+        bool tls = false; /* secure "Auto" sets Secure on responses over TLS */
+        for (size_t l = 0; l < cfg->num_listeners; l++)
+            tls |= cfg->listeners[l].tls && cfg->listeners[l].load_balancer == i;
         if (lb->session_affinity != AFFINITY_NONE && lb->attributes.samesite == SAMESITE_NONE &&
-            lb->attributes.secure == SECURE_AUTO)
+            lb->attributes.secure == SECURE_AUTO && !tls)
             log_error("load_balancers[%zu] (%s): SameSite=None cookies go without Secure over "
-                      "plain HTTP and browsers drop them; set secure to \"Always\"", i,
-                      lb->name);
+                      "plain HTTP and browsers drop them, and this load balancer has no TLS "
+                      "listener; add one, or set secure to \"Always\"", i, lb->name);
     }
     struct config_errors warnings = {0};
     config_warnings(cfg, cfg->path ? cfg->path : "config", &warnings);

@@ -23,6 +23,7 @@
 #include "balance/route.h"
 #include "control/upgrade.h"
 #include "core/log.h"
+#include "control/tls_build.h"
 #include "core/loop.h"
 #include "core/stats.h"
 
@@ -274,7 +275,7 @@ unsigned snapshot_retire_listeners(const struct snapshot *prev, const struct sna
 static struct snapshot base_view(const struct snapshot_base *b)
 {
     return (struct snapshot){.cfg = b->cfg, .pools = b->pools, .listeners = b->listeners,
-                             .lb_ids = b->lb_ids, .aff = b->aff};
+                             .listen = b->listen, .lb_ids = b->lb_ids, .aff = b->aff};
 }
 
 /* Gives back the origin identities and sockets b holds (not its config). */
@@ -300,6 +301,7 @@ static void base_free_keep_config(struct snapshot_base *b)
 {
     struct snapshot view = base_view(b);
     affinity_tables_free(b->aff, &view);
+    tls_base_free(b);
     release_registry_refs(b, b->cfg);
     free(b);
 }
@@ -389,7 +391,13 @@ static struct snapshot_base *base_build(struct config *cfg, char *err, size_t er
         b->aff = affinity_tables_build(&view, err, err_size);
         ok = b->aff != NULL;
     }
+    if (ok && tls_base_build(b, workers, err, err_size) < 0) {
+        struct snapshot view = base_view(b);
+        affinity_tables_free(b->aff, &view);
+        ok = false;
+    }
     if (!ok) {
+        tls_base_free(b);
         release_registry_refs(b, cfg);
         free(b);
         return NULL;
@@ -420,6 +428,7 @@ static struct snapshot *snapshot_over(struct snapshot_base *b, char *err, size_t
     s->cfg = b->cfg;
     s->pools = b->pools;
     s->listeners = b->listeners;
+    s->listen = b->listen;
     s->lb_ids = b->lb_ids;
     s->aff = b->aff;
     s->free_cb = snapshot_free_cb;

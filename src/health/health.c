@@ -30,6 +30,7 @@ struct monitored {
     struct origin_shared *os;        /* identity (alive while h->snap holds it) */
     const struct cfg_monitor *mon;   /* in h->snap->cfg */
     const struct cfg_origin *origin; /* in h->snap->cfg */
+    const struct tls_client *tls;    /* in h->snap: the origin's TLS context (https monitors) */
     uint64_t interval_ms;
     uint64_t phase_ms;               /* checks run at phase_ms modulo interval_ms */
     uint64_t synced;                 /* h->sync_epoch when last seen monitored */
@@ -130,7 +131,7 @@ static void next_check_cb(struct loop *loop, struct timer *t)
 {
     (void)loop;
     struct monitored *m = (struct monitored *)((char *)t - offsetof(struct monitored, next));
-    int rc = probe_start(&m->probe, m->mon, &m->origin->addr, m->origin->address);
+    int rc = probe_start(&m->probe, m->mon, &m->origin->addr, m->origin->address, m->tls);
     if (rc == PROBE_FAILED) {
         check_done(m, false, m->probe.reason);
     } else if (rc == PROBE_LOCAL_ERROR) {
@@ -273,9 +274,13 @@ void health_sync(struct health *h, struct snapshot *s)
             present[os->id] = true;
             if (!mon)
                 continue;
+            const struct tls_client *tls = s->pools[p].tls ? s->pools[p].tls[o] : NULL;
+            if (m)
+                m->tls = tls;
             if (m) {
                 update_monitoring(m, mon, &pool->origins[o]);
             } else if ((m = monitored_new(h, os))) {
+                m->tls = tls;
                 start_monitoring(m, mon, &pool->origins[o]);
             }
             if (m)

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "core/tls.h"
 #include "health/health.h"
 
 #define PROBE_BUF_SIZE (PROBE_HEAD_MAX + PROBE_BODY_MAX)
@@ -44,6 +45,7 @@ static void release(struct probe *p)
 {
     if (p->io.fd >= 0) {
         loop_unwatch(p->loop, &p->io);
+        tp_free(&p->tp);
         close(p->io.fd);
         p->io.fd = -1;
     }
@@ -137,10 +139,13 @@ static int refuse_start(struct probe *p, int code, const char *fmt, ...)
 }
 
 int probe_start(struct probe *p, const struct cfg_monitor *mon, const struct addr *addr,
-                const char *host)
+                const char *host, const struct tls_client *tls)
 {
     p->tcp_only = mon->type == MONITOR_TCP;
-    p->connected = p->head_done = false;
+    p->connected = p->head_done = p->tls_done = false;
+    p->tp = (struct transport){.ssl = NULL};
+    if (mon->type == MONITOR_HTTPS && !tls)
+        return refuse_start(p, PROBE_LOCAL_ERROR, "https monitor: the origin has no tls");
     p->timeout_s = mon->timeout;
     p->req_sent = p->len = p->head_len = p->body_len = 0;
     if (!p->tcp_only && prepare_http(p, mon, host) < 0)
@@ -155,7 +160,13 @@ int probe_start(struct probe *p, const struct cfg_monitor *mon, const struct add
         return refuse_start(p, local_error(err) ? PROBE_LOCAL_ERROR : PROBE_FAILED,
                             "connect: %s", strerror(err));
     }
+    if (mon->type == MONITOR_HTTPS && tls_connect(&p->tp, tls, fd, NULL) < 0) {
+        close(fd);
+        return refuse_start(p, PROBE_LOCAL_ERROR, "out of memory");
+    }
     int rc = loop_watch(p->loop, &p->io, fd, EPOLLOUT, io_cb);
+    if (rc < 0)
+        tp_free(&p->tp);
     uint64_t timeout_ms = (uint64_t)(mon->timeout * 1000.0);
     if (rc == 0)
         rc = timer_arm(p->loop, &p->deadline, timeout_ms ? timeout_ms : 1);
@@ -282,7 +293,7 @@ static void take_eof(struct probe *p)
 static void read_response(struct probe *p)
 {
     for (;;) {
-        ssize_t n = recv(p->io.fd, p->buf + p->len, PROBE_BUF_SIZE - p->len, 0);
+        ssize_t n = tp_recv(&p->tp, p->io.fd, p->buf + p->len, PROBE_BUF_SIZE - p->len);
         if (n > 0) {
             p->len += (size_t)n;
             if (take_bytes(p))
@@ -308,8 +319,7 @@ static void read_response(struct probe *p)
 static bool send_request(struct probe *p)
 {
     while (p->req_sent < p->req_len) {
-        ssize_t n = send(p->io.fd, p->req + p->req_sent, p->req_len - p->req_sent,
-                         MSG_NOSIGNAL);
+        ssize_t n = tp_send(&p->tp, p->io.fd, p->req + p->req_sent, p->req_len - p->req_sent);
         if (n > 0) {
             p->req_sent += (size_t)n;
             continue;
@@ -348,12 +358,38 @@ static bool complete_connect(struct probe *p)
     return false;
 }
 
+/* One step of an https check's handshake. Returns true when the check
+ * ended or waits for the socket; false when the handshake is done. */
+static bool handshake(struct probe *p)
+{
+    char why[256];
+    int rc = tls_handshake(&p->tp, why, sizeof(why));
+    if (rc < 0) {
+        fail(p, "%s", why);
+        return true;
+    }
+    /* the socket is watched level-triggered: only for what the handshake awaits */
+    uint32_t events = rc == 1 || !(p->tp.flags & TP_WRITE_WANTS_READ) ? EPOLLOUT : EPOLLIN;
+    int err = loop_modify(p->loop, &p->io, events);
+    if (err < 0) {
+        fail(p, "cannot watch the check: %s", strerror(-err));
+        return true;
+    }
+    p->tls_done = rc == 1;
+    return rc != 1;
+}
+
 static void io_cb(struct loop *loop, struct io_watch *w, uint32_t events)
 {
     (void)loop;
     struct probe *p = (struct probe *)((char *)w - offsetof(struct probe, io));
     if (!p->connected && complete_connect(p))
         return;
+    if (tp_is_tls(&p->tp) && !p->tls_done) {
+        if (handshake(p))
+            return;
+        events |= EPOLLOUT; /* the request can go now */
+    }
     if (events & EPOLLOUT && p->req_sent < p->req_len &&
         (send_request(p) || p->req_sent < p->req_len))
         return;

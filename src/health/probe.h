@@ -2,8 +2,10 @@
  * probe — one health check of one origin, non-blocking, on a loop.
  *
  * probe_start() opens a socket and connects (the whole check must finish
- * within the monitor's timeout). A tcp monitor passes once connected. An http
- * monitor then sends `METHOD PATH HTTP/1.1` with Host (the monitor's Host
+ * within the monitor's timeout). A tcp monitor passes once connected. An
+ * https monitor first completes a TLS handshake with the origin's own tls
+ * settings (verify, ca_file, sni; a verification failure fails the check).
+ * An http or https monitor then sends `METHOD PATH HTTP/1.1` with Host (the monitor's Host
  * header, else the origin address), the monitor's other headers and
  * `Connection: close`, reads the response head with h1_parse_response(),
  * matches the status against expected_codes and, with expected_body, looks
@@ -21,10 +23,12 @@
 #include <stddef.h>
 
 #include "core/loop.h"
+#include "core/transport.h"
 #include "http/h1.h"
 
 struct addr;
 struct cfg_monitor;
+struct tls_client;
 
 #define PROBE_HEAD_MAX 16384    /* response head bound */
 #define PROBE_BODY_MAX 65536    /* body bytes searched for expected_body */
@@ -32,6 +36,8 @@ struct cfg_monitor;
 
 struct probe {
     struct io_watch io;         /* the check's socket; fd -1 when idle */
+    struct transport tp;        /* TLS for an https monitor */
+    bool tls_done;              /* the TLS handshake completed */
     struct timer deadline;      /* the monitor's timeout */
     struct loop *loop;
     bool tcp_only;              /* type tcp: connecting is the check */
@@ -64,12 +70,13 @@ enum {
 };
 
 /*
- * Starts a check of addr with mon; host is the Host value when mon sets none.
+ * Starts a check of addr with mon; host is the Host value when mon sets none;
+ * tls is the origin's TLS client context (an https monitor; NULL otherwise).
  * Returns PROBE_STARTED, or one of the errors with p->reason saying why (done
  * is then not called). A local error says nothing about the origin.
  */
 int probe_start(struct probe *p, const struct cfg_monitor *mon, const struct addr *addr,
-                const char *host);
+                const char *host, const struct tls_client *tls);
 
 /* Stops a running check (nothing happens when idle); done is not called. */
 void probe_cancel(struct probe *p);

@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -75,6 +76,7 @@ bool client_open_exchange(struct client *c)
     memset(ex, 0, offsetof(struct exchange, req_iov));
     ex->aff.pool = ex->aff.origin = -1;
     ex->lb = c->listener->tag;
+    ex->tls = tp_is_tls(&c->tp);
     c->ex = ex;
     return true;
 }
@@ -152,6 +154,7 @@ void client_close(struct client *c)
     client_end_exchange(c, false);
     timer_cancel(&w->loop, &c->timer);
     loop_unwatch_closing(&w->loop, &c->io); /* close() takes it out of epoll */
+    tp_free(&c->tp);
     close(c->io.fd);
     buf_put(&pt->bufs, c->in);
     c->in = NULL;
@@ -210,8 +213,14 @@ void client_accept(struct proxy_thread *pt, struct listener *l, int fd,
     }
     c->ip_len = (uint8_t)strlen(c->ip);
     timer_init(&c->timer, client_timer_cb);
+    if (proxy_transport_accept(pt, l, &c->tp, fd) < 0) {
+        close(fd);
+        slab_free(&pt->client_slab, c);
+        return;
+    }
     if (loop_watch(&w->loop, &c->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
                    client_io_cb) < 0) {
+        tp_free(&c->tp);
         close(fd);
         slab_free(&pt->client_slab, c);
         return;
@@ -350,9 +359,64 @@ void client_send_error(struct client *c, int status)
     c->err_left = (size_t)n;
 }
 
+static const char *redirect_reason(int status)
+{
+    switch (status) {
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 307: return "Temporary Redirect";
+    default: return "Permanent Redirect";
+    }
+}
+
+void client_send_redirect(struct client *c, int status, const char *host, size_t host_len,
+                          const char *port, const char *target, size_t target_len)
+{
+    /* An absolute-form target names its own host: keep its path only. */
+    if (target_len > 7 && strncasecmp(target, "http://", 7) == 0) {
+        const char *auth = target + 7, *end = target + target_len;
+        const char *slash = memchr(auth, '/', (size_t)(end - auth));
+        host = auth;
+        host_len = (size_t)((slash ? slash : end) - auth);
+        target = slash ? slash : "/";
+        target_len = slash ? (size_t)(end - slash) : 1;
+    }
+    if (!host || host_len == 0) {
+        client_send_error(c, 400);
+        return;
+    }
+    /* the host without its port: "example.com:80" → "example.com", "[::1]:80" → "[::1]" */
+    const char *from = host[0] == '[' ? memchr(host, ']', host_len) : NULL;
+    from = from ? from : host;
+    const char *colon = memchr(from, ':', host_len - (size_t)(from - host));
+    if (colon)
+        host_len = (size_t)(colon - host);
+    struct buf *b = c->in;
+    size_t need = 128 + host_len + strlen(port) + target_len;
+    if (!b || BUF_SIZE - b->end < need) {
+        client_send_error(c, 414);
+        return;
+    }
+    /* Written after the request in the input buffer (the connection closes
+     * after it, so nothing is read there again). */
+    char *out = b->data + b->end;
+    int n = snprintf(out, BUF_SIZE - b->end,
+                     "HTTP/1.1 %d %s\r\nLocation: https://%.*s%s%.*s\r\n"
+                     "Content-Length: 0\r\nConnection: close\r\n\r\n",
+                     status, redirect_reason(status), (int)host_len, host, port, (int)target_len,
+                     target);
+    c->state = CS_SEND_ERROR;
+    c->close_deadline_ms = c->pt->w->loop.now_ms + seconds_ms(client_cfg(c)->timeouts.client);
+    c->ex->bytes_out = (uint64_t)n;
+    client_log_exchange(c, status);
+    client_release_exchange(c, false);
+    c->err_data = out;
+    c->err_left = (size_t)n;
+}
+
 void client_linger(struct client *c)
 {
-    shutdown(c->io.fd, SHUT_WR);
+    tp_shutdown(&c->tp, c->io.fd);
     c->state = CS_LINGER;
     c->close_deadline_ms = c->pt->w->loop.now_ms + LINGER_MS;
 }
@@ -362,7 +426,7 @@ static enum step step_send_error(struct client *c)
     while (c->err_left > 0) {
         if (!c->writable)
             return STEP_BLOCKED;
-        ssize_t n = send(c->io.fd, c->err_data, c->err_left, MSG_NOSIGNAL);
+        ssize_t n = tp_send(&c->tp, c->io.fd, c->err_data, c->err_left);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 c->writable = false;
@@ -382,7 +446,7 @@ static enum step step_linger(struct client *c)
 {
     char sink[4096];
     while (c->readable) {
-        ssize_t n = recv(c->io.fd, sink, sizeof(sink), 0);
+        ssize_t n = tp_recv(&c->tp, c->io.fd, sink, sizeof(sink));
         if (n > 0)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -465,7 +529,7 @@ static enum step step_read_head(struct client *c)
             buf_compact(c->in);
         bool was_empty = buf_len(c->in) == 0;
         size_t want = buf_space(c->in);
-        ssize_t n = recv(c->io.fd, c->in->data + c->in->end, want, 0);
+        ssize_t n = tp_recv(&c->tp, c->io.fd, c->in->data + c->in->end, want);
         if (n > 0) {
             idle_remove(c);
             if (was_empty)
@@ -474,7 +538,7 @@ static enum step step_read_head(struct client *c)
             c->last_io_ms = w->loop.now_ms;
             /* Edge-triggered: a short read emptied the socket, and new bytes
              * (or the peer's close) will raise a new edge. */
-            if ((size_t)n < want && !c->peer_closed)
+            if (tp_drained(&c->tp, (size_t)n, want) && !c->peer_closed)
                 c->readable = false;
             continue;
         }
@@ -640,6 +704,7 @@ static void client_io_cb(struct loop *loop, struct io_watch *io, uint32_t events
         c->peer_closed = true;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         c->writable = true;
+    tp_events(&c->tp, events, &c->readable, &c->writable);
     client_drive(c);
 }
 

@@ -173,6 +173,27 @@ static void take_forwarded_client(struct client *c)
     ex->forwarded_client = true;
 }
 
+/* What the request's listener asks for: HSTS on responses over TLS, or a
+ * redirect to https (then answered here: returns true). */
+static bool apply_listener(struct client *c)
+{
+    struct exchange *ex = c->ex;
+    const struct snapshot *s = ex->use->snap;
+    long li = proxy_listener_index(c->pt, s, c->listener);
+    if (li < 0)
+        return false;
+    if (ex->tls)
+        ex->hsts = s->listen[li].hsts;
+    unsigned redirect = s->cfg->listeners[li].redirect_to_https;
+    if (!redirect)
+        return false;
+    const struct h1_request *req = &c->pt->req;
+    const struct h1_header *host = c->pt->sem.host;
+    client_send_redirect(c, (int)redirect, host ? host->value : NULL, host ? host->value_len : 0,
+                         s->listen[li].https_port, req->target, req->target_len);
+    return true;
+}
+
 enum step exchange_start(struct client *c, size_t head_len)
 {
     struct proxy_thread *pt = c->pt;
@@ -193,6 +214,8 @@ enum step exchange_start(struct client *c, size_t head_len)
         client_send_error(c, pt->sem.error.status ? pt->sem.error.status : 400);
         return STEP_PROGRESS;
     }
+    if (apply_listener(c))
+        return STEP_PROGRESS; /* redirected to https */
     const struct h1_semantics *sem = &pt->sem;
     c->in->start = ex->req_start + ex->head_len;
     ex->replayable = true;
@@ -420,7 +443,7 @@ static unsigned remaining_iov(const struct iovec *iov, unsigned from, unsigned t
  * at body in one sendmsg. Returns the bytes written, 0 when the socket is
  * full (*writable cleared), or -1 on an error. *head_done tells whether the
  * head is all out. */
-static ssize_t send_head_and_body(int fd, bool *writable, struct iovec *head_iov,
+static ssize_t send_head_and_body(struct transport *tp, int fd, bool *writable, struct iovec *head_iov,
                                   unsigned head_n, unsigned *head_i, bool head_pending,
                                   bool *head_done, const char *body, size_t ready,
                                   size_t *body_written)
@@ -441,9 +464,7 @@ static ssize_t send_head_and_body(int fd, bool *writable, struct iovec *head_iov
     *body_written = 0;
     if (n_iov == 0)
         return 0;
-    /* sendmsg rather than writev: the socket path skips the file layer */
-    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = n_iov};
-    ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+    ssize_t n = tp_writev(tp, fd, iov, (int)n_iov);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             *writable = false;
@@ -488,7 +509,7 @@ static enum step send_request(struct client *c)
                     &ex->use->snap->pools[ex->aff.pool].origins[ex->aff.origin]->passive_epoch);
             bool head_done;
             size_t body_written;
-            ssize_t n = send_head_and_body(oc->io.fd, &oc->writable, ex->req_iov, ex->req_iov_n,
+            ssize_t n = send_head_and_body(&oc->tp, oc->io.fd, &oc->writable, ex->req_iov, ex->req_iov_n,
                                            &ex->req_iov_i, ex->req_state == REQ_HEAD,
                                            &head_done, c->in->data + c->in->start,
                                            (size_t)ready, &body_written);
@@ -520,11 +541,11 @@ static enum step send_request(struct client *c)
             ex->replayable = false;
         }
         size_t want = buf_space(c->in);
-        ssize_t n = recv(c->io.fd, c->in->data + c->in->end, want, 0);
+        ssize_t n = tp_recv(&c->tp, c->io.fd, c->in->data + c->in->end, want);
         if (n > 0) {
             c->in->end += (uint32_t)n;
             c->last_io_ms = w->loop.now_ms;
-            if ((size_t)n < want && !c->peer_closed)
+            if (tp_drained(&c->tp, (size_t)n, want) && !c->peer_closed)
                 c->readable = false; /* drained: the next bytes raise an edge */
             result = STEP_PROGRESS;
             continue;
@@ -550,15 +571,15 @@ static size_t format_set_cookie(struct client *c)
         return 0;
     const struct snapshot *s = ex->use->snap;
     const struct cfg_affinity_attributes *a = &s->cfg->load_balancers[ex->lb].attributes;
+    const char *attrs = s->aff->lbs[ex->lb].cookie_attrs[ex->tls];
     int n;
     if (ex->aff.set_cookie)
         n = snprintf(ex->resp_extra, sizeof(ex->resp_extra), "Set-Cookie: %s=%s%s\r\n",
-                     a->cookie_name, ex->aff.cookie_value, s->aff->lbs[ex->lb].cookie_attrs);
+                     a->cookie_name, ex->aff.cookie_value, attrs);
     else if (ex->aff.set_route_cookie)
         n = snprintf(ex->resp_extra, sizeof(ex->resp_extra), "Set-Cookie: %s=%s%s%s\r\n",
                      a->app_cookie.name, a->app_cookie.separator,
-                     s->cfg->pools[ex->aff.pool].origins[ex->aff.origin].route,
-                     s->aff->lbs[ex->lb].cookie_attrs);
+                     s->cfg->pools[ex->aff.pool].origins[ex->aff.origin].route, attrs);
     else
         return 0;
     return n > 0 && (size_t)n < sizeof(ex->resp_extra) ? (size_t)n : 0;
@@ -689,9 +710,9 @@ static enum step read_origin(struct client *c)
         body_rebase(&ex->resp_body, buf_compact(oc->in));
     }
     size_t want = buf_space(oc->in);
-    ssize_t n = recv(oc->io.fd, oc->in->data + oc->in->end, want, 0);
+    ssize_t n = tp_recv(&oc->tp, oc->io.fd, oc->in->data + oc->in->end, want);
     if (n > 0) {
-        if ((size_t)n < want && !oc->peer_closed)
+        if (tp_drained(&oc->tp, (size_t)n, want) && !oc->peer_closed)
             oc->readable = false; /* drained: the next bytes raise an edge */
         oc->in->end += (uint32_t)n;
         ex->resp_any_byte = true;
@@ -746,7 +767,7 @@ static enum step relay_response(struct client *c)
                 bool head_done;
                 size_t body_written;
                 const char *body = ready > 0 ? oc->in->data + oc->in->start : NULL;
-                ssize_t n = send_head_and_body(c->io.fd, &c->writable, ex->resp_iov,
+                ssize_t n = send_head_and_body(&c->tp, c->io.fd, &c->writable, ex->resp_iov,
                                                ex->resp_iov_n, &ex->resp_iov_i,
                                                ex->resp_state == RESP_HEAD, &head_done, body,
                                                (size_t)ready, &body_written);
@@ -829,6 +850,8 @@ enum step exchange_step(struct client *c)
         if (!oc->writable)
             return STEP_BLOCKED;
         int rc = origin_conn_connect_result(oc);
+        if (rc == -EINPROGRESS)
+            return STEP_BLOCKED; /* the TLS handshake is under way */
         if (rc < 0)
             return origin_failure(c, FAIL_CONNECT, rc);
     }

@@ -224,7 +224,8 @@ bool forward_request_head(struct exchange *ex, const char *head, size_t head_len
         n += (size_t)snprintf(extra + n, EXTRA_HEAD_BYTES - n, "X-Forwarded-For: %.*s\r\n",
                               (int)client_ip_len, client_ip);
     }
-    n += (size_t)snprintf(extra + n, EXTRA_HEAD_BYTES - n, "X-Forwarded-Proto: http\r\n");
+    n += (size_t)snprintf(extra + n, EXTRA_HEAD_BYTES - n, "X-Forwarded-Proto: %s\r\n",
+                          ex->tls ? "https" : "http");
     if (affinity_len)
         n += (size_t)snprintf(extra + n, EXTRA_HEAD_BYTES - n, "X-Limpet-Affinity: %.*s\r\n",
                               (int)affinity_len, affinity);
@@ -278,6 +279,8 @@ bool forward_response_head(struct exchange *ex, const char *head, size_t head_le
         add_span(&b, h[i].line, h[i].line_len);
     }
     add_span(&b, set_cookie, set_cookie_len);
+    if (ex->hsts && resp->status >= 200)
+        add_literal(&b, ex->hsts);
     if (resp->status == 101)
         add_literal(&b, "Connection: upgrade\r\n");
     else if (ex->close_client)

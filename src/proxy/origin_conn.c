@@ -27,6 +27,8 @@ static void oc_free(struct origin_conn *oc)
     timer_cancel(&pt->w->loop, &oc->idle_timer);
     if (oc->io.fd >= 0) {
         loop_unwatch_closing(&pt->w->loop, &oc->io); /* close() takes it out of epoll */
+        proxy_origin_tls_keep_session(pt, oc);
+        tp_free(&oc->tp);
         close(oc->io.fd);
         oc->io.fd = -1;
     }
@@ -57,6 +59,7 @@ static void oc_event_cb(struct loop *loop, struct io_watch *io, uint32_t events)
         oc->peer_closed = true;
     if (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))
         oc->writable = true;
+    tp_events(&oc->tp, events, &oc->readable, &oc->writable);
     if (oc->state == OC_IDLE) {
         if (oc->readable) { /* closed by the origin, or unsolicited bytes */
             idle_unlink(oc);
@@ -137,10 +140,22 @@ struct origin_conn *origin_conn_acquire(struct proxy_thread *pt, const struct sn
     oc->origin_id = os->id;
     oc->generation = os->generation;
     oc->addr = *a;
+    oc->os = os;
+    oc->tcp_up = rc == 0;
     oc->state = rc == 0 ? OC_ACTIVE : OC_CONNECTING;
     oc->writable = rc == 0;
+    if (proxy_origin_tls_start(pt, s, pool, origin, oc, fd) < 0) {
+        close(fd);
+        oc->io.fd = -1;
+        oc_free(oc);
+        *err = -ENOMEM;
+        return NULL;
+    }
+    if (tp_is_tls(&oc->tp))
+        oc->state = OC_CONNECTING; /* until its handshake is done */
     rc = loop_watch(&w->loop, &oc->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, oc_event_cb);
     if (rc < 0) {
+        tp_free(&oc->tp);
         close(fd);
         oc->io.fd = -1;
         oc_free(oc);
@@ -152,12 +167,20 @@ struct origin_conn *origin_conn_acquire(struct proxy_thread *pt, const struct sn
 
 int origin_conn_connect_result(struct origin_conn *oc)
 {
-    int soerr = 0;
-    socklen_t len = sizeof(soerr);
-    if (getsockopt(oc->io.fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
-        return -errno;
-    if (soerr)
-        return -soerr;
+    if (!oc->tcp_up) {
+        int soerr = 0;
+        socklen_t len = sizeof(soerr);
+        if (getsockopt(oc->io.fd, SOL_SOCKET, SO_ERROR, &soerr, &len) < 0)
+            return -errno;
+        if (soerr)
+            return -soerr;
+        oc->tcp_up = true;
+    }
+    if (tp_is_tls(&oc->tp)) {
+        int rc = proxy_origin_tls_handshake(oc->pt, oc);
+        if (rc <= 0)
+            return rc; /* -EINPROGRESS: under way; else it failed (logged) */
+    }
     oc->state = OC_ACTIVE;
     return 0;
 }
@@ -168,9 +191,10 @@ void origin_conn_release(struct origin_conn *oc, bool reusable)
     struct worker *w = pt->w;
     struct origin_rt *rt = &pt->origins[oc->origin_id];
     oc->client = NULL;
+    proxy_origin_tls_keep_session(pt, oc);
     if (!reusable || w->stopping || rt->generation != oc->generation ||
         rt->num_idle >= pt->max_idle_per_origin || oc->peer_closed ||
-        (oc->in && buf_len(oc->in) > 0)) {
+        (oc->in && buf_len(oc->in) > 0) || tp_has_pending(&oc->tp)) {
         oc_free(oc);
         return;
     }

@@ -26,6 +26,7 @@
 #include "balance/route.h"
 #include "core/addr.h"
 #include "core/stats.h"
+#include "core/transport.h"
 #include "http/h1.h"
 #include "proxy/body.h"
 
@@ -53,6 +54,7 @@ enum oc_state {
 /* A connection to an origin. */
 struct origin_conn {
     struct io_watch io;
+    struct transport tp;            /* plain or TLS (origin tls) */
     struct proxy_thread *pt;        /* the thread that owns it */
     enum oc_state state;
     uint32_t origin_id;             /* origin_shared.id: its slot in worker->origins */
@@ -65,6 +67,9 @@ struct origin_conn {
     bool readable, writable;        /* edge-triggered readiness */
     bool peer_closed;               /* the origin shut its side (EPOLLRDHUP) */
     bool reused;                    /* came from the idle list */
+    bool tcp_up;                    /* connected; a TLS handshake may still be under way */
+    uint64_t tls_id;                /* the tls_client it was made with (0: plain) */
+    const struct origin_shared *os; /* while connecting: the origin, for the log */
 };
 
 /* Where the request stands on the origin side. */
@@ -115,6 +120,8 @@ struct exchange {
     bool expect_continue;           /* the client waits for 100 Continue before its body */
     bool continue_sent;             /* a 100 Continue went to the client (origin's or limpet's) */
     bool body_started;              /* request body bytes have been sent */
+    bool tls;                       /* the request came over TLS */
+    const char *hsts;               /* Strict-Transport-Security field to add, or NULL */
     uint64_t head_sent_ms;          /* when the request head was all sent */
     uint64_t req_sent_on_conn;      /* request bytes written on this origin connection */
 
@@ -190,6 +197,7 @@ enum client_state {
  * holds only this record (no buffer, no exchange). */
 struct client {
     struct io_watch io;
+    struct transport tp;            /* plain or TLS (a listener with tls) */
     struct proxy_thread *pt;        /* the thread that owns it */
     struct listener *listener;
     struct client *prev, *next;     /* the thread's list of clients */
@@ -253,6 +261,11 @@ void client_release_exchange(struct client *c, bool origin_reusable);
 void client_end_exchange(struct client *c, bool origin_reusable);
 /* Answers with a response of limpet's own, then closes (state CS_SEND_ERROR). */
 void client_send_error(struct client *c, int status);
+/* Answers with a redirect (status 301/302/307/308) to the request's URL over
+ * https — host (the Host field, its port replaced by port: ":8443" or ""),
+ * target — then closes. Without a host: 400. */
+void client_send_redirect(struct client *c, int status, const char *host, size_t host_len,
+                          const char *port, const char *target, size_t target_len);
 /* Counts the exchange and writes its access-log line. */
 void client_log_exchange(struct client *c, int status);
 /* Shuts the write side and drains input briefly before closing. */

@@ -12,6 +12,7 @@
 
 #include "affinity/token.h"
 #include "core/log.h"
+#include "core/tls.h"
 #include "proxy/proxy.h"
 
 #define IDLE_ORIGIN_CONNS_PER_ORIGIN 256
@@ -226,11 +227,94 @@ struct origin_rt *proxy_origin_rt(struct proxy_thread *pt, const struct origin_s
      * connections and counters. */
     bool reused = rt->generation != 0;
     origin_conn_close_idle(pt, rt);
+    tls_session_free(rt->tls_session);
     memset(rt, 0, sizeof(*rt));
     rt->generation = os->generation;
     if (reused)
         reset_origin_stats(&pt->w->stats.origins[os->id]);
     return rt;
+}
+
+/* ---- transports: TLS on listeners and to origins ---- */
+
+long proxy_listener_index(const struct proxy_thread *pt, const struct snapshot *s,
+                          const struct listener *l)
+{
+    unsigned id = pt->w->id;
+    for (size_t i = 0; l->io.fd >= 0 && i < s->cfg->num_listeners; i++)
+        if (s->listeners[i]->fds[id] == l->io.fd)
+            return (long)i;
+    return -1;
+}
+
+int proxy_transport_accept(struct proxy_thread *pt, struct listener *l, struct transport *tp,
+                           int fd)
+{
+    const struct snapshot *s = pt->cur->snap;
+    long i = proxy_listener_index(pt, s, l);
+    tp->ssl = NULL;
+    tp->flags = 0;
+    if (i < 0 || !s->listen[i].tls)
+        return 0;
+    struct tls_counters *ctr = s->listen[i].tls_stats ? &s->listen[i].tls_stats[pt->w->id] : NULL;
+    return tls_accept(tp, s->listen[i].tls, fd, ctr);
+}
+
+int proxy_origin_tls_start(struct proxy_thread *pt, const struct snapshot *s, size_t pool,
+                           size_t origin, struct origin_conn *oc, int fd)
+{
+    const struct tls_client *tc = s->pools[pool].tls ? s->pools[pool].tls[origin] : NULL;
+    oc->tp.ssl = NULL;
+    oc->tp.flags = 0;
+    oc->tls_id = 0;
+    if (!tc)
+        return 0;
+    struct origin_rt *rt = &pt->origins[oc->origin_id];
+    struct ssl_session_st *session = rt->tls_session_of == tc->id ? rt->tls_session : NULL;
+    if (tls_connect(&oc->tp, tc, fd, session) < 0)
+        return -1;
+    oc->tls_id = tc->id;
+    return 0;
+}
+
+int proxy_origin_tls_handshake(struct proxy_thread *pt, struct origin_conn *oc)
+{
+    char why[256];
+    int rc = tls_handshake(&oc->tp, why, sizeof(why));
+    if (rc == 1) {
+        proxy_origin_tls_keep_session(pt, oc);
+        return 1;
+    }
+    if (rc == 0) {
+        oc->writable = false; /* tp_events sets it when the awaited side is ready */
+        return -EINPROGRESS;
+    }
+    struct origin_rt *rt = &pt->origins[oc->origin_id];
+    uint64_t now = pt->w->loop.now_ms;
+    if (rt->tls_logged_ms == 0 || now - rt->tls_logged_ms >= 1000) {
+        rt->tls_logged_ms = now ? now : 1;
+        log_error("origin %s/%s: TLS connection refused: %s", oc->os->pool, oc->os->name, why);
+    }
+    return -EPROTO;
+}
+
+void proxy_origin_tls_keep_session(struct proxy_thread *pt, struct origin_conn *oc)
+{
+    if (!tp_is_tls(&oc->tp))
+        return;
+    struct origin_rt *rt = &pt->origins[oc->origin_id];
+    if (rt->generation != oc->generation)
+        return;
+    struct ssl_session_st *s = tls_session_get(&oc->tp);
+    if (!s)
+        return;
+    if (s == rt->tls_session) {
+        tls_session_free(s);
+        return;
+    }
+    tls_session_free(rt->tls_session);
+    rt->tls_session = s;
+    rt->tls_session_of = oc->tls_id;
 }
 
 /* ---- worker callbacks ---- */
@@ -292,8 +376,10 @@ static void fini_cb(struct worker *w)
             log_error("shutdown: %lu requests cut off after grace", cut);
     }
     if (pt->origins)
-        for (size_t i = 0; i < SNAPSHOT_MAX_ORIGINS; i++)
+        for (size_t i = 0; i < SNAPSHOT_MAX_ORIGINS; i++) {
             origin_conn_close_idle(pt, &pt->origins[i]);
+            tls_session_free(pt->origins[i].tls_session);
+        }
     timer_cancel(&w->loop, &pt->trim_timer);
     timer_cancel(&w->loop, &pt->queue_timer);
     token_ctx_free(pt->token_ctx); /* before the keys it is bound to go */

@@ -35,6 +35,8 @@
 
 struct client;
 struct origin_conn;
+struct transport;
+struct ssl_session_st;
 struct token_ctx;
 struct token_keys;
 
@@ -44,6 +46,9 @@ struct origin_rt {
     struct steer_slot steer;       /* round-robin weight, requests in flight */
     struct origin_conn *idle;      /* idle keep-alive connections (LIFO) */
     unsigned num_idle;
+    struct ssl_session_st *tls_session;  /* origin tls: the last session, for resumption */
+    uint64_t tls_session_of;       /* the tls_client id the session was made with */
+    uint64_t tls_logged_ms;        /* the last TLS failure logged (one a second at most) */
 };
 
 /* How many of this thread's exchanges use a snapshot, and this thread's
@@ -99,5 +104,23 @@ void proxy_snapshot_put(struct proxy_thread *pt, struct snap_use *use);
  * reused by a newer origin; NULL when the origin is older than the one that
  * holds its id now (it was removed: nothing of it may be used). */
 struct origin_rt *proxy_origin_rt(struct proxy_thread *pt, const struct origin_shared *os);
+
+/* The listener l accepts for, as an index into s's listeners; -1 when s has
+ * it no more. */
+long proxy_listener_index(const struct proxy_thread *pt, const struct snapshot *s,
+                          const struct listener *l);
+/* Sets up the transport of a connection accepted on l: TLS when its listener
+ * has tls. Returns 0, or -1 when out of memory. */
+int proxy_transport_accept(struct proxy_thread *pt, struct listener *l, struct transport *tp,
+                           int fd);
+/* Starts TLS on a new connection to origin (pool, origin) of s when the
+ * origin has tls (resuming the thread's last session with it). 0 or -1. */
+int proxy_origin_tls_start(struct proxy_thread *pt, const struct snapshot *s, size_t pool,
+                           size_t origin, struct origin_conn *oc, int fd);
+/* Drives the handshake of oc: 1 done, -EINPROGRESS under way (readiness
+ * flags set), -EPROTO failed (logged with the origin and the reason). */
+int proxy_origin_tls_handshake(struct proxy_thread *pt, struct origin_conn *oc);
+/* Keeps oc's TLS session for the next connection to its origin. */
+void proxy_origin_tls_keep_session(struct proxy_thread *pt, struct origin_conn *oc);
 
 #endif

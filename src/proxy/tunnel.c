@@ -18,15 +18,15 @@
 
 /* Moves bytes from `from` (through buf) to `to`. Returns -1 on a socket
  * error, else whether anything moved. Sets *eof when `from` finished. */
-static int pump(struct proxy_thread *pt, struct buf **buf, int from, bool *from_readable, bool *eof,
-                int to, bool *to_writable)
+static int pump(struct proxy_thread *pt, struct buf **buf, struct transport *from_tp, int from,
+                bool *from_readable, bool *eof, struct transport *to_tp, int to, bool *to_writable)
 {
     bool moved = false;
     for (;;) {
         if (*buf && buf_len(*buf) > 0) {
             if (!*to_writable)
                 return moved;
-            ssize_t n = send(to, (*buf)->data + (*buf)->start, buf_len(*buf), MSG_NOSIGNAL);
+            ssize_t n = tp_send(to_tp, to, (*buf)->data + (*buf)->start, buf_len(*buf));
             if (n < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK) {
                     *to_writable = false;
@@ -43,7 +43,7 @@ static int pump(struct proxy_thread *pt, struct buf **buf, int from, bool *from_
         if (!*buf && !(*buf = buf_get(&pt->bufs)))
             return -1;
         (*buf)->start = (*buf)->end = 0;
-        ssize_t n = recv(from, (*buf)->data, BUF_SIZE, 0);
+        ssize_t n = tp_recv(from_tp, from, (*buf)->data, BUF_SIZE);
         if (n > 0) {
             (*buf)->end = (uint32_t)n;
             moved = true;
@@ -64,10 +64,10 @@ bool tunnel_step(struct client *c)
     struct worker *w = pt->w;
     struct exchange *ex = c->ex;
     struct origin_conn *oc = ex->oc;
-    int up = pump(pt, &c->in, c->io.fd, &c->readable, &ex->tunnel_client_eof, oc->io.fd,
-                  &oc->writable);
-    int down = pump(pt, &oc->in, oc->io.fd, &oc->readable, &ex->tunnel_origin_eof, c->io.fd,
-                    &c->writable);
+    int up = pump(pt, &c->in, &c->tp, c->io.fd, &c->readable, &ex->tunnel_client_eof, &oc->tp,
+                  oc->io.fd, &oc->writable);
+    int down = pump(pt, &oc->in, &oc->tp, oc->io.fd, &oc->readable, &ex->tunnel_origin_eof,
+                    &c->tp, c->io.fd, &c->writable);
     if (up < 0 || down < 0)
         return false;
     if (up > 0)
@@ -77,8 +77,8 @@ bool tunnel_step(struct client *c)
     bool up_done = ex->tunnel_client_eof && (!c->in || buf_len(c->in) == 0);
     bool down_done = ex->tunnel_origin_eof && (!oc->in || buf_len(oc->in) == 0);
     if (up_done)
-        shutdown(oc->io.fd, SHUT_WR);
+        tp_shutdown(&oc->tp, oc->io.fd);
     if (down_done)
-        shutdown(c->io.fd, SHUT_WR);
+        tp_shutdown(&c->tp, c->io.fd);
     return !(up_done && down_done);
 }

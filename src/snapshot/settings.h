@@ -62,9 +62,12 @@ struct cfg_listener {
     struct addr addr;           /* parsed */
     size_t load_balancer;       /* index into config.load_balancers */
     bool tls;                   /* "tls" present */
-    struct cfg_tls_cert *certificates;
+    struct cfg_tls_cert *certificates;  /* the first is the default; others chosen by SNI */
     size_t num_certificates;
     bool proxy_protocol;        /* default false: connections start with a PROXY header */
+    unsigned redirect_to_https; /* 0 (off), or 301/302/307/308: every request redirected */
+    bool has_hsts;              /* "hsts" present (TLS listeners only) */
+    unsigned hsts;              /* Strict-Transport-Security max-age, seconds */
 };
 
 struct cfg_admin {

@@ -42,6 +42,9 @@
 
 struct affinity_tables;
 struct route_hash;
+struct ssl_ctx_st;
+struct tls_client;
+struct tls_counters;
 
 #define SNAPSHOT_MAX_ORIGINS STATS_MAX_ORIGINS
 
@@ -88,6 +91,17 @@ struct listen_socket {
 struct snapshot_pool {
     struct origin_shared **origins; /* [cfg->pools[i].num_origins] */
     struct pool_shared *shared;     /* the pool's queue count */
+    struct tls_client **tls;        /* [num_origins]: TLS to the origin (origin tls), NULL: plain;
+                                     * NULL altogether when no origin of the pool has tls */
+};
+
+/* What a listener's connections use beside its socket (control/tls_build.c). */
+struct snapshot_listener {
+    struct ssl_ctx_st *tls;         /* TLS server context (core/tls.h), NULL: plain HTTP */
+    struct tls_counters *tls_stats; /* [workers]: handshake counters of this address */
+    char *hsts;                     /* "Strict-Transport-Security: max-age=N\r\n", or NULL */
+    char https_port[8];             /* redirect_to_https: ":PORT" of the load balancer's
+                                     * TLS listener ("" when it is 443 or there is none) */
 };
 
 /* What only a configuration change rebuilds. */
@@ -96,6 +110,7 @@ struct snapshot_base {
     struct config *cfg;             /* owned */
     struct snapshot_pool *pools;    /* [cfg->num_pools] */
     struct listen_socket **listeners;  /* [cfg->num_listeners] */
+    struct snapshot_listener *listen;  /* [cfg->num_listeners]: TLS context, HSTS, redirect */
     uint32_t *lb_ids;               /* [cfg->num_load_balancers]: stable id per name, < STATS_MAX_LBS */
     struct affinity_tables *aff;    /* cookie keys, origin keys, cookie attributes */
     void (*free_cb)(struct snapshot_base *b);  /* frees it all (set by the builder) */
@@ -108,6 +123,7 @@ struct snapshot {
     struct config *cfg;             /* = base->cfg */
     struct snapshot_pool *pools;    /* = base->pools */
     struct listen_socket **listeners;  /* = base->listeners */
+    struct snapshot_listener *listen;  /* = base->listen */
     uint32_t *lb_ids;               /* = base->lb_ids */
     struct affinity_tables *aff;    /* = base->aff */
     struct route_hash *hash;        /* [cfg->num_pools]: Maglev tables over usable origins */

@@ -8,7 +8,8 @@
 // screenshot, and prints one JSON line: the origins the page showed before
 // and after, with their state and health badges, and what the page said
 // about the drain (the alert lines, each load balancer's drain setting, the
-// drain button's title and the toast). Exits 1 (with the reason
+// drain button's title and the toast), and the listeners table (protocol,
+// certificates with their expiry and warning class). Exits 1 (with the reason
 // on stderr) when a step fails or the page logged an error.
 import { chromium } from "playwright-core";
 
@@ -59,8 +60,18 @@ try {
     drain: (c.querySelector('dd[data-key="drain"]') || {}).textContent || null,
   })));
   const toast = await page.textContent("#toast");
+  const listeners = await page.$$eval("tr[data-listener]", (trs) => trs.map((tr) => ({
+    address: tr.getAttribute("data-listener"),
+    protocol: tr.querySelector(".badge").textContent,
+    certs: [...tr.querySelectorAll(".cert")].map((c) => ({
+      file: c.getAttribute("data-cert"),
+      expiring: c.classList.contains("expiring"),
+      expired: c.classList.contains("expired"),
+      expiry: c.querySelector(".cert-expiry").textContent,
+    })),
+  })));
   await page.screenshot({ path: screenshot, fullPage: true });
-  console.log(JSON.stringify({ before, after, alerts, lbDrain, drainTitle, toast,
+  console.log(JSON.stringify({ before, after, alerts, lbDrain, drainTitle, toast, listeners,
                                title: await page.title(), problems }));
   if (problems.length) {
     console.error(problems.join("\n"));

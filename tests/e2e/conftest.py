@@ -4,7 +4,8 @@ Fixtures
   limpet        factory: limpet(config_dict, name="limpet", check_exit=True) -> Limpet
                 (started, listening); stopped with SIGTERM at teardown, which
                 must give exit code 0 within 10 s.
-  origin        factory: origin(name="o1", handler=None, idle_close=None, port=0) -> RecordingOrigin;
+  origin        factory: origin(name="o1", handler=None, idle_close=None, port=0, tls=None)
+                -> RecordingOrigin (tls: an ssl.SSLContext, the origin speaks HTTPS);
                 at teardown, fails if an origin received a malformed request
                 (bad request line / header field, CL and TE, bad chunking)
   demo_origins  factory: demo_origins(n, prefix="demo") -> [DemoOrigin]
@@ -90,8 +91,8 @@ def limpet(tmp_path):
 def origin():
     made = []
 
-    def make(name="o1", handler=None, idle_close=None, port=0):
-        o = RecordingOrigin(name, handler=handler, idle_close=idle_close, port=port)
+    def make(name="o1", handler=None, idle_close=None, port=0, tls=None):
+        o = RecordingOrigin(name, handler=handler, idle_close=idle_close, port=port, tls=tls)
         made.append(o)
         return o
 

@@ -662,10 +662,12 @@ class RecordingOrigin:
                    headers X-Served-By: NAME and X-Path: TARGET)
     idle_close     close a kept-alive connection after this many idle seconds
     port           listen on this port (default: a free one)
+    tls            an ssl.SSLContext (server side): the origin speaks HTTPS
     """
 
-    def __init__(self, name="origin", handler=None, idle_close=None, port=0):
+    def __init__(self, name="origin", handler=None, idle_close=None, port=0, tls=None):
         self.name = name
+        self.tls = tls
         self.handler = handler or self.default_handler
         self.idle_close = idle_close
         self.requests = []
@@ -754,6 +756,12 @@ class RecordingOrigin:
         buf = bytearray()
         try:
             s.settimeout(30)
+            if self.tls is not None:
+                with self.lock:
+                    self._socks.discard(s)
+                s = self.tls.wrap_socket(s, server_side=True)
+                with self.lock:
+                    self._socks.add(s)
             while not self._stop.is_set():
                 req = self._read_request(s, buf, conn_id)
                 if req is None:

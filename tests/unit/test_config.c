@@ -787,7 +787,7 @@ static void test_affinity_mode_requirements(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
-/* Many errors; sections not supported yet.                                 */
+/* Many errors; the SPEC example; TLS keys.                                 */
 
 static void test_multiple_errors_at_once(void **state)
 {
@@ -812,8 +812,8 @@ static void test_multiple_errors_at_once(void **state)
     config_errors_fini(&errs);
 }
 
-/* SPEC §2's example, completed with its abridged pools: valid, but asks for
- * everything this build does not do yet. */
+/* SPEC §2's example, completed with its abridged pools: valid in full (TLS
+ * included; the files it names are only read when a snapshot is built). */
 static const char SPEC_EXAMPLE[] = "{"
     "'listen': ["
     "  {'address': '127.0.0.1:8080', 'load_balancer': 'www'},"
@@ -858,29 +858,48 @@ static const char SPEC_EXAMPLE[] = "{"
     "   'hash_balance_factor': 0}]"
     "}";
 
-static void test_not_supported_spec_example(void **state)
+static void test_spec_example_loads(void **state)
 {
     (void)state;
-    EXPECT_ONLY(SPEC_EXAMPLE, "t.json: listen[1].tls: not supported yet");
+    struct config *cfg = load_ok(SPEC_EXAMPLE);
+    assert_int_equal(cfg->num_listeners, 2);
+    assert_false(cfg->listeners[0].tls);
+    assert_true(cfg->listeners[1].tls);
+    assert_int_equal(cfg->listeners[1].num_certificates, 1);
+    assert_string_equal(cfg->listeners[1].certificates[0].certificate, "cert.pem");
+    assert_string_equal(cfg->listeners[1].certificates[0].private_key, "key.pem");
+    assert_false(cfg->listeners[1].has_hsts);
+    assert_int_equal(cfg->listeners[0].redirect_to_https, 0);
+    config_free(cfg);
 }
 
-static void test_not_supported_other_paths(void **state)
+static void test_origin_tls_and_other_paths(void **state)
 {
     (void)state;
-    EXPECT_ONLY("{" LISTEN ",'pools':[{'name':'app','origin_steering':'hash','origins':["
-                "{'name':'s1','address':'127.0.0.1:9001',"
-                " 'tls':{'verify':false,'ca_file':'ca.pem','sni':'app.internal'}}]}],"
+    struct config *cfg = load_ok("{" LISTEN ",'pools':[{'name':'app','origin_steering':'hash',"
+                "'origins':[{'name':'s1','address':'127.0.0.1:9001',"
+                " 'tls':{'verify':false,'ca_file':'ca.pem','sni':'app.internal'}},"
+                "{'name':'s2','address':'127.0.0.1:9002','tls':{}}]}],"
                 "'load_balancers':[{'name':'www','default_pools':['app'],"
                 "'steering_policy':'random'},"
                 "{'name':'geo','default_pools':['app'],'steering_policy':'geo',"
-                "'session_affinity':'ip'}]}",
-                "t.json: pools[0].origins[0].tls: not supported yet");
+                "'session_affinity':'ip'}]}");
+    const struct cfg_origin *o = cfg->pools[0].origins;
+    assert_true(o[0].tls);
+    assert_false(o[0].tls_opts.verify);
+    assert_string_equal(o[0].tls_opts.ca_file, "ca.pem");
+    assert_string_equal(o[0].tls_opts.sni, "app.internal");
+    assert_true(o[1].tls);
+    assert_true(o[1].tls_opts.verify);   /* the default */
+    assert_null(o[1].tls_opts.ca_file);  /* the system's trust store */
+    assert_null(o[1].tls_opts.sni);
+    config_free(cfg);
     /* Validated in full: only its own errors. */
     EXPECT_ONLY(WITH_TOP("'admin': {'address': 'localhost', 'port': 1}"),
                 "t.json: admin.address: not host:port",
                 "t.json: admin.port: unknown key");
     /* Empty monitors / client_regions ask for nothing. */
-    struct config *cfg = load_ok(WITH_TOP("'monitors': [], 'client_regions': {}"));
+    cfg = load_ok(WITH_TOP("'monitors': [], 'client_regions': {}"));
     config_free(cfg);
 }
 
@@ -996,7 +1015,7 @@ static void test_monitor_validation(void **state)
                 "t.json: monitors[0].header.Bad Name: not a valid header field name",
                 "t.json: monitors[0].header.X-Ok: must be a string",
                 "t.json: monitors[1].name: duplicate monitor name \"m\" (same as monitors[0])");
-    /* Valid code lists pass; only https (no TLS yet) is refused. */
+    /* Valid code lists pass. */
     struct config *cfg = load_ok(WITH_TOP("'monitors': [{'name': 'a', 'expected_codes':"
                                           " '200, 302,3xx'},"
                                           " {'name': 'b', 'expected_codes': '2xx',"
@@ -1004,8 +1023,20 @@ static void test_monitor_validation(void **state)
     assert_int_equal(cfg->num_monitors, 2);
     assert_int_equal(cfg->monitors[1].type, MONITOR_TCP);
     config_free(cfg);
-    EXPECT_ONLY(WITH_TOP("'monitors': [{'name': 'a'}, {'name': 'b', 'type': 'https'}]"),
-                "t.json: monitors[1].type: not supported yet");
+    /* An https monitor is fine alone; a pool using it needs origins with tls. */
+    cfg = load_ok(WITH_TOP("'monitors': [{'name': 'a'}, {'name': 'b', 'type': 'https'}]"));
+    assert_int_equal(cfg->monitors[1].type, MONITOR_HTTPS);
+    config_free(cfg);
+    EXPECT_ONLY("{" LISTEN "," LBS ",'monitors': [{'name': 'b', 'type': 'https'}],"
+                "'pools':[{'name':'app','monitor':'b','origins':["
+                "{'name':'s1','address':'127.0.0.1:9001','tls':{}},"
+                "{'name':'s2','address':'127.0.0.1:9002'}]}]}",
+                "t.json: pools[0].monitor: monitor \"b\" is https but origin \"s2\" has no tls "
+                "(add \"tls\": {} to the origin, or use an http monitor)");
+    cfg = load_ok("{" LISTEN "," LBS ",'monitors': [{'name': 'b', 'type': 'https'}],"
+                  "'pools':[{'name':'app','monitor':'b','origins':["
+                  "{'name':'s1','address':'127.0.0.1:9001','tls':{'sni':'a.test'}}]}]}");
+    config_free(cfg);
     EXPECT_ONLY(WITH_TOP("'monitors': [{'name': 'a', 'expected_codes': '200,'}]"),
                 "t.json: monitors[0].expected_codes: must be a status code (\"200\"), a "
                 "class (\"2xx\") or a comma-separated list of them");
@@ -1019,12 +1050,36 @@ static void test_listener_tls_validation(void **state)
                 "{'certificate':'','private_key':'k.pem','x':1}]}}]}",
                 "t.json: listen[0].tls.certificates[0].private_key: missing required key",
                 "t.json: listen[0].tls.certificates[1].certificate: must be a non-empty string",
-                "t.json: listen[0].tls.certificates[1].x: unknown key",
-                "t.json: listen[0].tls: not supported yet");
+                "t.json: listen[0].tls.certificates[1].x: unknown key");
     EXPECT_ONLY("{" POOLS "," LBS ",'listen':[{'address':'127.0.0.1:8443',"
                 "'load_balancer':'www','tls':{}}]}",
-                "t.json: listen[0].tls.certificates: missing required key",
-                "t.json: listen[0].tls: not supported yet");
+                "t.json: listen[0].tls.certificates: missing required key");
+    /* Several certificates (SNI), hsts on TLS, a redirect on plain HTTP. */
+    struct config *cfg = load_ok("{" POOLS "," LBS ",'listen':["
+        "{'address':'127.0.0.1:8443','load_balancer':'www','hsts':31536000,"
+        " 'tls':{'certificates':[{'certificate':'a.pem','private_key':'a.key'},"
+        "                        {'certificate':'b.pem','private_key':'b.key'}]}},"
+        "{'address':'127.0.0.1:8080','load_balancer':'www','redirect_to_https':308}]}");
+    assert_int_equal(cfg->listeners[0].num_certificates, 2);
+    assert_string_equal(cfg->listeners[0].certificates[1].certificate, "b.pem");
+    assert_true(cfg->listeners[0].has_hsts);
+    assert_int_equal(cfg->listeners[0].hsts, 31536000);
+    assert_int_equal(cfg->listeners[1].redirect_to_https, 308);
+    assert_false(cfg->listeners[1].has_hsts);
+    config_free(cfg);
+    EXPECT_ONLY("{" POOLS "," LBS ",'listen':["
+        "{'address':'127.0.0.1:8443','load_balancer':'www','redirect_to_https':301,"
+        " 'tls':{'certificates':[{'certificate':'a.pem','private_key':'a.key'}]}},"
+        "{'address':'127.0.0.1:8080','load_balancer':'www','hsts':10},"
+        "{'address':'127.0.0.1:8081','load_balancer':'www','redirect_to_https':303},"
+        "{'address':'127.0.0.1:8082','load_balancer':'www','redirect_to_https':true,"
+        " 'hsts':-1}]}",
+        "t.json: listen[0].redirect_to_https: only on a listener without tls (this one "
+        "already speaks HTTPS)",
+        "t.json: listen[1].hsts: only on a listener with tls (browsers ignore it over plain HTTP)",
+        "t.json: listen[2].redirect_to_https: must be 301, 302, 307 or 308",
+        "t.json: listen[3].redirect_to_https: must be 301, 302, 307 or 308",
+        "t.json: listen[3].hsts: must be an integer 0..63072000 (seconds)");
 }
 
 static void test_messages_sanitized(void **state)
@@ -1158,8 +1213,8 @@ int main(void)
         cmocka_unit_test(test_sticky_with_header),
         cmocka_unit_test(test_affinity_mode_requirements),
         cmocka_unit_test(test_multiple_errors_at_once),
-        cmocka_unit_test(test_not_supported_spec_example),
-        cmocka_unit_test(test_not_supported_other_paths),
+        cmocka_unit_test(test_spec_example_loads),
+        cmocka_unit_test(test_origin_tls_and_other_paths),
         cmocka_unit_test(test_client_regions_validation),
         cmocka_unit_test(test_proxy_and_limits_defaults),
         cmocka_unit_test(test_proxy_and_limits_validation),

@@ -240,7 +240,7 @@ static const char *run_probe(const struct cfg_monitor *mon, const char *answer, 
         assert_int_equal(loop_watch(&loop, &o.listen, lfd, EPOLLIN, accept_cb), 0);
     struct probe p;
     probe_init(&p, &loop, probe_result_cb);
-    if (probe_start(&p, mon, &a, "127.0.0.1:1") < 0) {
+    if (probe_start(&p, mon, &a, "127.0.0.1:1", NULL) < 0) {
         result.done = true;
         snprintf(result.reason, sizeof(result.reason), "%s", p.reason);
     } else {
