@@ -820,9 +820,12 @@ static enum step finish_exchange(struct client *c)
     c->requests++;
     if (ex->close_client || ex->req_state != REQ_DONE || w->stopping) {
         client_release_exchange(c, origin_reusable);
-        if (ex->req_state == REQ_DONE && (!c->in || buf_len(c->in) == 0) && !c->readable) {
+        if (ex->req_state == REQ_DONE && (!c->in || buf_len(c->in) == 0) && !c->readable &&
+            !tp_is_tls(&c->tp)) {
             /* Nothing unread to turn the close into a reset: close at once
-             * rather than wait for the client's FIN. */
+             * rather than wait for the client's FIN (over TLS the orderly end
+             * of client_linger sends close_notify, which marks a complete
+             * close-delimited body). */
             client_close(c);
             return STEP_CLOSED;
         }
