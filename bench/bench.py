@@ -131,12 +131,12 @@ class Proc:
     def pids(self):
         """The process and all its descendants (nginx: master and workers)."""
         table = proc_table()
-        found, todo = [], [self.p.pid]
-        while todo:
-            pid = todo.pop()
+        found, pending = [], [self.p.pid]
+        while pending:
+            pid = pending.pop()
             if pid in table:
                 found.append(pid)
-                todo.extend(c for c, pp in table.items() if pp == pid)
+                pending.extend(c for c, pp in table.items() if pp == pid)
         return found
 
     def cpu_ticks(self):

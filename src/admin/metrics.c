@@ -14,8 +14,10 @@
  */
 #include "admin/api.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "admin/admin.h"
 #include "admin/view.h"
@@ -225,6 +227,24 @@ static void listener_label(FILE *f, const char *address)
     fputc('"', f);
 }
 
+/* One counter family with a value per TLS listener: the uint64_t at `field`
+ * of each listener's totals. */
+static void tls_listener_counter(FILE *f, const char *name, const char *help,
+                                 const struct cfg_listener *ls, const struct tls_totals *t,
+                                 size_t n, size_t field)
+{
+    family(f, name, "counter", help);
+    for (size_t i = 0; i < n; i++) {
+        if (!ls[i].tls)
+            continue;
+        uint64_t value;
+        memcpy(&value, (const char *)&t[i] + field, sizeof(value));
+        fputs(name, f);
+        listener_label(f, ls[i].address);
+        fprintf(f, "} %llu\n", (unsigned long long)value);
+    }
+}
+
 static void write_tls_families(FILE *f, const struct control *ctl, const struct snapshot *s)
 {
     size_t n = s->cfg->num_listeners;
@@ -234,22 +254,12 @@ static void write_tls_families(FILE *f, const struct control *ctl, const struct 
     for (size_t i = 0; i < n; i++)
         view_tls_totals(ctl, s, i, &t[i]);
     const struct cfg_listener *ls = s->cfg->listeners;
-    family(f, "limpet_tls_handshakes_total", "counter",
-           "Completed TLS handshakes by listener.");
-    for (size_t i = 0; i < n; i++)
-        if (ls[i].tls) {
-            fputs("limpet_tls_handshakes_total", f);
-            listener_label(f, ls[i].address);
-            fprintf(f, "} %llu\n", (unsigned long long)t[i].handshakes);
-        }
-    family(f, "limpet_tls_resumed_handshakes_total", "counter",
-           "TLS handshakes that resumed a session (session cache or ticket), by listener.");
-    for (size_t i = 0; i < n; i++)
-        if (ls[i].tls) {
-            fputs("limpet_tls_resumed_handshakes_total", f);
-            listener_label(f, ls[i].address);
-            fprintf(f, "} %llu\n", (unsigned long long)t[i].resumed);
-        }
+    tls_listener_counter(f, "limpet_tls_handshakes_total",
+                         "Completed TLS handshakes by listener.", ls, t, n,
+                         offsetof(struct tls_totals, handshakes));
+    tls_listener_counter(f, "limpet_tls_resumed_handshakes_total",
+                         "TLS handshakes that resumed a session (session cache or ticket), "
+                         "by listener.", ls, t, n, offsetof(struct tls_totals, resumed));
     family(f, "limpet_tls_protocol_handshakes_total", "counter",
            "Completed TLS handshakes by listener and protocol version.");
     for (size_t i = 0; i < n; i++)
