@@ -16,7 +16,7 @@
 CC      ?= cc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=c17 -D_GNU_SOURCE -Wall -Wextra -Werror -Isrc -MMD -MP
-LDLIBS  := -ljansson -lssl -lcrypto -lpthread -lm
+LDLIBS  := -ljansson -lssl -lcrypto -luring -lpthread -lm
 PYTHON  := /usr/bin/python3
 
 BUILD   := build
@@ -34,7 +34,7 @@ SAN_OBJS   := $(LIBSRCS:%.c=$(BUILD)/san/%.o)
 SAN_LIMPET    := $(BUILD)/san/limpet
 SAN_LIMPETCTL := $(BUILD)/san/limpetctl
 
-DEB_PACKAGES := gcc make clang libclang-rt-dev libjansson-dev libssl-dev libcmocka-dev \
+DEB_PACKAGES := gcc make clang libclang-rt-dev libjansson-dev libssl-dev liburing-dev libcmocka-dev \
                 python3-pytest curl wrk chromium nodejs man-db groff-base systemd
 # The dashboard's browser test drives Debian's chromium with playwright-core (npm).
 BROWSER_DEPS := tests/browser/node_modules/.package-lock.json
@@ -82,7 +82,7 @@ define install_missing
 endef
 
 # Installs what is missing, once; prints the one command to run when not root.
-$(DEPS_STAMP):
+$(DEPS_STAMP): Makefile
 	$(call install_missing,$(DEB_PACKAGES))
 
 deps: $(DEPS_STAMP)

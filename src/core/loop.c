@@ -9,6 +9,8 @@
  */
 #include "core/loop.h"
 
+#include "core/uring.h"
+
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,8 +18,6 @@
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
-
-#define LOOP_BATCH 256
 
 uint64_t clock_ms(void)
 {
@@ -74,6 +74,7 @@ int loop_init(struct loop *loop, void *owner)
 
 void loop_fini(struct loop *loop)
 {
+    uring_close(loop);
     if (loop->epfd >= 0)
         close(loop->epfd);
     if (loop->wake_fd >= 0)
@@ -216,7 +217,7 @@ int timer_arm(struct loop *loop, struct timer *t, uint64_t after_ms)
     return 0;
 }
 
-static void run_timers(struct loop *loop)
+void loop_run_timers(struct loop *loop)
 {
     while (loop->heap_len > 0 && loop->heap[0]->deadline_ms <= loop->now_ms) {
         struct timer *t = loop->heap[0];
@@ -225,30 +226,41 @@ static void run_timers(struct loop *loop)
     }
 }
 
-void loop_run(struct loop *loop)
+int loop_next_wait_ms(const struct loop *loop)
+{
+    if (loop->heap_len == 0)
+        return -1;
+    uint64_t first = loop->heap[0]->deadline_ms;
+    return first <= loop->now_ms ? 0 : (int)(first - loop->now_ms);
+}
+
+int loop_poll_epoll(struct loop *loop, int wait_ms)
 {
     struct epoll_event *events = loop->batch;
+    int n = epoll_wait(loop->epfd, events, LOOP_BATCH, wait_ms);
+    loop->now_ms = clock_ms();
+    if (n <= 0)
+        return n;
+    loop->batch_count = n;
+    for (int i = 0; i < n; i++) {
+        struct io_watch *w = events[i].data.ptr;
+        if (w)
+            w->cb(loop, w, events[i].events);
+    }
+    loop->batch_count = 0;
+    return n;
+}
 
+void loop_run(struct loop *loop)
+{
+    if (loop->ring) {
+        uring_run(loop);
+        return;
+    }
     while (!loop->stop) {
-        int wait_ms = -1;
-        if (loop->heap_len > 0) {
-            uint64_t first = loop->heap[0]->deadline_ms;
-            wait_ms = first <= loop->now_ms ? 0 : (int)(first - loop->now_ms);
-        }
-        int n = epoll_wait(loop->epfd, events, LOOP_BATCH, wait_ms);
-        loop->now_ms = clock_ms();
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
+        int n = loop_poll_epoll(loop, loop_next_wait_ms(loop));
+        if (n < 0 && errno != EINTR)
             break;
-        }
-        loop->batch_count = n;
-        for (int i = 0; i < n; i++) {
-            struct io_watch *w = events[i].data.ptr;
-            if (w)
-                w->cb(loop, w, events[i].events);
-        }
-        loop->batch_count = 0;
-        run_timers(loop);
+        loop_run_timers(loop);
     }
 }

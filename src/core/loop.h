@@ -19,6 +19,10 @@
 
 struct loop;
 struct epoll_event;
+struct uring;
+
+/* Most epoll events handled per wait. */
+#define LOOP_BATCH 256
 
 struct io_watch {
     int fd;                       /* watched descriptor */
@@ -44,6 +48,8 @@ struct loop {
     void *owner;                  /* the worker (or other object) this loop serves */
     struct epoll_event *batch;    /* events being dispatched (loop_unwatch clears stale ones) */
     int batch_count;
+    struct uring *ring;           /* non-NULL: plain sockets and the wait go through
+                                   * io_uring (core/uring.h); epoll is one poll in it */
 };
 
 /* Creates the epoll instance and the wake eventfd. Returns 0 or -errno. */
@@ -52,6 +58,14 @@ void loop_fini(struct loop *loop);
 
 /* Runs until loop->stop is set (by a callback). */
 void loop_run(struct loop *loop);
+
+/* The pieces of one turn, for a loop that waits elsewhere (core/uring.c):
+ * how long to wait for the earliest timer (-1: none), one epoll_wait of up
+ * to wait_ms with its callbacks run (returns the number of events, or -1),
+ * and the timers that are due. */
+int loop_next_wait_ms(const struct loop *loop);
+int loop_poll_epoll(struct loop *loop, int wait_ms);
+void loop_run_timers(struct loop *loop);
 
 /* Registers/changes/removes a watch. Return 0 or -errno. */
 int loop_watch(struct loop *loop, struct io_watch *w, int fd, uint32_t events,

@@ -3,9 +3,12 @@
  *
  * Every connection (client or origin) embeds a `struct transport` and does
  * its I/O through tp_recv / tp_writev / tp_send / tp_shutdown, so the proxy
- * logic never knows which one it talks through. A plain connection has
- * `ssl == NULL` and each call is the system call it replaces, behind one
- * predictable branch (inline): the plain path costs nothing extra.
+ * logic never knows which one it talks through. A plain connection on a
+ * worker whose loop has an io_uring (`u != NULL`) goes through core/uring.c,
+ * which queues its I/O in the ring under the same contract; otherwise a plain
+ * connection has `ssl == NULL` and each call is the system call it replaces.
+ * Both are one predictable branch (inline). tp_watch and tp_close register
+ * and retire the connection with whichever drives it.
  *
  * TLS (core/tls.c) keeps the same contract as the socket calls, with the
  * readiness rules of edge-triggered epoll:
@@ -33,6 +36,10 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <unistd.h>
+
+#include "core/loop.h"
+#include "core/uring.h"
 
 struct ssl_st;
 
@@ -52,6 +59,7 @@ enum {
 
 struct transport {
     struct ssl_st *ssl;            /* NULL: a plain socket */
+    struct ur_conn *u;             /* a plain socket driven through the loop's io_uring */
     uint16_t flags;                /* TLS: TP_* above */
     int fd;                        /* TLS: the socket (its BIO's) */
 };
@@ -70,6 +78,8 @@ static inline bool tp_is_tls(const struct transport *t)
 
 static inline ssize_t tp_recv(struct transport *t, int fd, void *buf, size_t len)
 {
+    if (t->u)
+        return ur_recv(t->u, buf, len);
     if (__builtin_expect(t->ssl == NULL, 1))
         return recv(fd, buf, len, 0);
     return tls_recv(t, buf, len);
@@ -78,6 +88,8 @@ static inline ssize_t tp_recv(struct transport *t, int fd, void *buf, size_t len
 /* Whether a read of n bytes out of want emptied the connection. */
 static inline bool tp_drained(const struct transport *t, size_t n, size_t want)
 {
+    if (t->u)
+        return ur_drained(t->u);
     if (__builtin_expect(t->ssl == NULL, 1))
         return n < want;
     return (t->flags & TP_DRAINED) != 0;
@@ -85,6 +97,8 @@ static inline bool tp_drained(const struct transport *t, size_t n, size_t want)
 
 static inline ssize_t tp_writev(struct transport *t, int fd, const struct iovec *iov, int n)
 {
+    if (t->u)
+        return ur_writev(t->u, iov, n);
     if (__builtin_expect(t->ssl == NULL, 1)) {
         /* sendmsg rather than writev: the socket path skips the file layer */
         struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
@@ -95,15 +109,21 @@ static inline ssize_t tp_writev(struct transport *t, int fd, const struct iovec 
 
 static inline ssize_t tp_send(struct transport *t, int fd, const void *buf, size_t len)
 {
+    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
+    if (t->u)
+        return ur_writev(t->u, &iov, 1);
     if (__builtin_expect(t->ssl == NULL, 1))
         return send(fd, buf, len, MSG_NOSIGNAL);
-    struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
     return tls_writev(t, &iov, 1);
 }
 
 /* Ends the sending side: TLS sends close_notify first (best effort). */
 static inline void tp_shutdown(struct transport *t, int fd)
 {
+    if (t->u) {
+        ur_shutdown(t->u);
+        return;
+    }
     if (t->ssl)
         tls_shutdown(t);
     shutdown(fd, SHUT_WR);
@@ -112,7 +132,25 @@ static inline void tp_shutdown(struct transport *t, int fd)
 /* Input buffered inside the transport (TLS plaintext not read yet). */
 static inline bool tp_has_pending(const struct transport *t)
 {
+    if (t->u)
+        return ur_has_pending(t->u);
     return t->ssl && tls_has_pending(t);
+}
+
+/* Bytes before the transport's own protocol starts (a PROXY protocol header
+ * ahead of TLS): read from the socket itself, or from the ring. */
+static inline ssize_t tp_recv_raw(struct transport *t, int fd, void *buf, size_t len)
+{
+    if (t->u)
+        return ur_recv(t->u, buf, len);
+    return recv(fd, buf, len, 0);
+}
+
+static inline bool tp_raw_drained(const struct transport *t, size_t n, size_t want)
+{
+    if (t->u)
+        return ur_drained(t->u);
+    return n < want;
 }
 
 /* An epoll event for the connection: a TLS read waiting for the socket to
@@ -134,6 +172,33 @@ static inline void tp_free(struct transport *t)
 {
     if (t->ssl)
         tls_close(t);
+}
+
+/* Starts delivering the connection's events to w's callback: through the
+ * loop's ring for a plain socket when it has one, else edge-triggered epoll.
+ * `connecting`: a non-blocking connect is under way. 0 or -errno. */
+static inline int tp_watch(struct loop *loop, struct transport *t, struct io_watch *w, int fd,
+                           void (*cb)(struct loop *, struct io_watch *, uint32_t),
+                           bool connecting)
+{
+    t->u = NULL;
+    if (loop->ring && !t->ssl)
+        return ur_attach(loop->ring, &t->u, w, fd, cb, connecting);
+    return loop_watch(loop, w, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, cb);
+}
+
+/* Retires a watched connection and closes its socket (the ring closes it
+ * once nothing of it is in flight). */
+static inline void tp_close(struct loop *loop, struct transport *t, struct io_watch *w)
+{
+    if (t->u) {
+        ur_release(t->u);
+        t->u = NULL;
+        return;
+    }
+    loop_unwatch_closing(loop, w); /* close() takes it out of epoll */
+    tp_free(t);
+    close(w->fd);
 }
 
 #endif

@@ -15,6 +15,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/uring.h"
+
 #define ACCEPT_BATCH 64
 #define ACCEPT_RESUME_MS 100
 #define LOG_FLUSH_MS 100
@@ -294,9 +296,22 @@ struct worker *worker_new(unsigned id, unsigned num_workers, const struct worker
     return w;
 }
 
+/* Plain connections go through an io_uring when the kernel allows it
+ * (LIMPET_IO=epoll keeps them on epoll). The ring belongs to this thread. */
+static void open_ring(struct worker *w)
+{
+    const char *io = getenv("LIMPET_IO");
+    if (io && strcmp(io, "epoll") == 0)
+        return;
+    int rc = uring_open(&w->loop);
+    if (rc < 0 && w->id == 0)
+        log_error("io_uring unavailable (%s): connections use epoll", strerror(-rc));
+}
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
+    open_ring(w);
     loop_run(&w->loop);
     return NULL;
 }

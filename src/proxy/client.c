@@ -153,9 +153,7 @@ void client_close(struct client *c)
     idle_remove(c);
     client_end_exchange(c, false);
     timer_cancel(&w->loop, &c->timer);
-    loop_unwatch_closing(&w->loop, &c->io); /* close() takes it out of epoll */
-    tp_free(&c->tp);
-    close(c->io.fd);
+    tp_close(&w->loop, &c->tp, &c->io);
     buf_put(&pt->bufs, c->in);
     c->in = NULL;
     if (c->prev)
@@ -218,8 +216,7 @@ void client_accept(struct proxy_thread *pt, struct listener *l, int fd,
         slab_free(&pt->client_slab, c);
         return;
     }
-    if (loop_watch(&w->loop, &c->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
-                   client_io_cb) < 0) {
+    if (tp_watch(&w->loop, &c->tp, &c->io, fd, client_io_cb, false) < 0) {
         tp_free(&c->tp);
         close(fd);
         slab_free(&pt->client_slab, c);
@@ -584,11 +581,11 @@ static enum step step_proxy_header(struct client *c)
             }
         }
         size_t want = buf_space(c->in);
-        ssize_t n = want ? recv(c->io.fd, c->in->data + c->in->end, want, 0) : 0;
+        ssize_t n = want ? tp_recv_raw(&c->tp, c->io.fd, c->in->data + c->in->end, want) : 0;
         if (n > 0) {
             c->in->end += (uint32_t)n;
             c->last_io_ms = pt->w->loop.now_ms;
-            if ((size_t)n < want && !c->peer_closed)
+            if (tp_raw_drained(&c->tp, (size_t)n, want) && !c->peer_closed)
                 c->readable = false;
             continue;
         }

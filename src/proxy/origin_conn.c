@@ -26,10 +26,8 @@ static void oc_free(struct origin_conn *oc)
     struct proxy_thread *pt = oc->pt;
     timer_cancel(&pt->w->loop, &oc->idle_timer);
     if (oc->io.fd >= 0) {
-        loop_unwatch_closing(&pt->w->loop, &oc->io); /* close() takes it out of epoll */
         proxy_origin_tls_keep_session(pt, oc);
-        tp_free(&oc->tp);
-        close(oc->io.fd);
+        tp_close(&pt->w->loop, &oc->tp, &oc->io);
         oc->io.fd = -1;
     }
     buf_put(&pt->bufs, oc->in);
@@ -153,7 +151,7 @@ struct origin_conn *origin_conn_acquire(struct proxy_thread *pt, const struct sn
     }
     if (tp_is_tls(&oc->tp))
         oc->state = OC_CONNECTING; /* until its handshake is done */
-    rc = loop_watch(&w->loop, &oc->io, fd, EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, oc_event_cb);
+    rc = tp_watch(&w->loop, &oc->tp, &oc->io, fd, oc_event_cb, !oc->tcp_up);
     if (rc < 0) {
         tp_free(&oc->tp);
         close(fd);

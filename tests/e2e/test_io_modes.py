@@ -1,0 +1,160 @@
+"""Both ways a worker drives plain connections: io_uring (the default) and
+epoll (LIMPET_IO=epoll, or a kernel without io_uring). The rest of the suite
+runs on the default; this file proves the default really is the ring, and
+runs one battery of behaviours through each: keep-alive affinity, Connection:
+close, pipelining, bodies larger than any one buffer both ways, a stale origin
+connection, a client leaving mid-response, a WebSocket tunnel."""
+import hashlib
+import http.client
+import os
+import socket
+import time
+
+import pytest
+
+from harness import (RawClient, Reply, basic_config, build_request, http_request,
+                     websocket_handler)
+
+MODES = ["uring", "epoll"]
+WS_HEADERS = [("Host", "x"), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+              ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="), ("Sec-WebSocket-Version", "13")]
+
+
+@pytest.fixture(params=MODES)
+def mode(request, monkeypatch):
+    if request.param == "epoll":
+        monkeypatch.setenv("LIMPET_IO", "epoll")
+    else:
+        monkeypatch.delenv("LIMPET_IO", raising=False)
+    return request.param
+
+
+def io_uring_fds(pid):
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[io_uring]":
+                n += 1
+        except OSError:
+            pass
+    return n
+
+
+def uring_usable():
+    try:
+        with open("/proc/sys/kernel/io_uring_disabled") as f:
+            return f.read().strip() == "0"
+    except OSError:
+        return True  # kernels before 6.6 have no such switch
+
+
+def cookie_config(origins, **kw):
+    return basic_config(origins, steering="round_robin",
+                        lb_extra={"session_affinity": "cookie"}, **kw)
+
+
+def test_each_worker_has_a_ring_unless_epoll_is_chosen(limpet, origin, mode):
+    if mode == "uring" and not uring_usable():
+        pytest.skip("io_uring is disabled on this machine")
+    o = origin("s1")
+    lp = limpet(basic_config([o], threads=2))
+    assert http_request(lp.port, "GET", "/").status == 200
+    rings = io_uring_fds(lp.pid)
+    if mode == "uring":
+        assert rings == 2, f"{rings} io_uring descriptors for 2 worker threads"
+        assert "io_uring unavailable" not in lp.stderr_text()
+    else:
+        assert rings == 0, f"LIMPET_IO=epoll, yet {rings} io_uring descriptors"
+
+
+def test_keepalive_affinity_and_connection_close(limpet, origin, mode):
+    os_ = [origin(f"o{i}") for i in (1, 2, 3)]
+    lp = limpet(cookie_config(os_))
+    conn = http.client.HTTPConnection("127.0.0.1", lp.port, timeout=10)
+    conn.request("GET", "/first")
+    r = conn.getresponse()
+    r.read()
+    cookie = r.getheader("Set-Cookie").split(";")[0]
+    home = r.getheader("X-Served-By")
+    served = set()
+    for i in range(200):
+        conn.request("GET", f"/ka/{i}", headers={"Cookie": cookie})
+        r = conn.getresponse()
+        assert r.read() == f"{home} GET /ka/{i}\n".encode()
+        served.add(r.getheader("X-Served-By"))
+    conn.close()
+    assert served == {home}
+    for i in range(50):
+        r = http_request(lp.port, "GET", f"/close/{i}",
+                         headers={"Cookie": cookie, "Connection": "close"})
+        assert r.status == 200 and r.body == f"{home} GET /close/{i}\n".encode()
+        assert r.header("Connection") == "close"
+
+
+def test_pipelined_requests_answer_in_order(limpet, origin, mode):
+    o = origin("s1")
+    lp = limpet(basic_config([o]))
+    with RawClient(lp.port) as c:
+        c.send(b"".join(build_request("GET", f"/p/{i}", [("Host", "x")]) for i in range(10)))
+        for i in range(10):
+            r = c.read_response()
+            assert r.status == 200 and r.body == f"s1 GET /p/{i}\n".encode()
+
+
+def test_large_bodies_both_ways(limpet, origin, mode):
+    big = os.urandom(3 * 1024 * 1024 + 17)
+
+    def handler(req):
+        if req.method == "POST":
+            return Reply(200, hashlib.sha256(req.body).hexdigest())
+        return Reply(200, big)
+    o = origin("s1", handler=handler)
+    lp = limpet(basic_config([o]))
+    r = http_request(lp.port, "GET", "/big", timeout=30)
+    assert r.status == 200 and len(r.body) == len(big)
+    assert hashlib.sha256(r.body).digest() == hashlib.sha256(big).digest()
+    r = http_request(lp.port, "POST", "/up", body=big, timeout=30)
+    assert r.status == 200 and r.body.decode() == hashlib.sha256(big).hexdigest()
+
+
+def test_origin_closing_an_idle_connection_is_not_an_error(limpet, origin, mode):
+    o = origin("s1", idle_close=0.3)
+    lp = limpet(basic_config([o]))
+    for i in range(4):
+        r = http_request(lp.port, "GET", f"/s/{i}")
+        assert r.status == 200 and r.body == f"s1 GET /s/{i}\n".encode()
+        time.sleep(0.6)  # the origin closed the pooled connection meanwhile
+    assert o.connections >= 4
+
+
+def test_client_leaving_mid_response_leaves_nothing_behind(limpet, origin, mode):
+    o = origin("s1", handler=lambda req: Reply(200, b"x" * (8 << 20)))
+    lp = limpet(basic_config([o]))
+    assert http_request(lp.port, "GET", "/warm").status == 200  # and a pooled origin connection
+    before = lp.fd_count()
+    for _ in range(5):
+        s = socket.create_connection(("127.0.0.1", lp.port), timeout=5)
+        s.sendall(build_request("GET", "/huge", [("Host", "x")]))
+        s.recv(65536)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.close()  # reset, with most of the body still to come
+    r = http_request(lp.port, "GET", "/after")
+    assert r.status == 200 and len(r.body) == 8 << 20
+    deadline = time.monotonic() + 5
+    while lp.fd_count() > before + 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert lp.fd_count() <= before + 2, \
+        f"{lp.fd_count()} descriptors, {before} before: " + \
+        str(sorted(os.readlink(f"/proc/{lp.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{lp.pid}/fd")))
+
+
+def test_websocket_tunnel_echoes(limpet, origin, mode):
+    o = origin("s1", handler=websocket_handler("s1"))
+    lp = limpet(basic_config([o]))
+    with RawClient(lp.port) as c:
+        c.send(build_request("GET", "/ws", WS_HEADERS))
+        assert c.read_response(head=True).status == 101
+        for size in (5, 70_000, 300_000):
+            blob = os.urandom(size)
+            c.send(blob)
+            assert c.recv_exactly(len(blob), timeout=10) == blob
