@@ -53,6 +53,9 @@ enum {
     F_STARVED = 1 << 5,    /* a receive found no free buffer: re-armed when one is back */
     F_CONNECTING = 1 << 6, /* the receive is armed once the connect is done (a receive
                             * would take the error SO_ERROR must report) */
+    F_UNARMED = 1 << 7,    /* a read stopped with the socket maybe not empty and no receive
+                            * armed: one is armed before the next wait (the `unarmed` list),
+                            * so input that comes after it still raises an edge */
 };
 /* the receive side waits for a completion: an edge will come */
 #define F_WAITING (F_STARVED | F_CONNECTING)
@@ -68,8 +71,10 @@ struct ur_conn {
     int recv_err, send_err;
     char *out;                     /* send in flight: its copy */
     uint32_t out_off, out_len;
-    struct ur_conn *next, *prev;   /* orphan list (released) or starved list */
+    struct ur_conn *next, *prev;   /* orphan list (released), starved or unarmed list */
     uint64_t orphan_deadline_ms;
+    struct ur_conn *held_next;     /* events held while the loop was stopping */
+    uint32_t held;
 };
 _Static_assert(sizeof(struct ur_conn) % 8 == 0, "user_data tags need 8-byte records");
 
@@ -84,6 +89,8 @@ struct uring {
     unsigned out_free_n;
     struct ur_conn *orphans;       /* released, something still in flight */
     struct ur_conn *starved;       /* waiting for a receive buffer */
+    struct ur_conn *unarmed;       /* to arm a receive for before the next wait */
+    struct ur_conn *held;          /* events that came while the loop was stopping */
     struct timer sweep;            /* cancels orphaned sends past their deadline */
     bool epoll_armed;              /* the poll on the epoll descriptor is queued */
     bool epoll_more;               /* the last epoll batch was full: look again */
@@ -220,8 +227,17 @@ static void finish_if_idle(struct ur_conn *c)
 static void deliver(struct ur_conn *c, uint32_t events)
 {
     struct io_watch *w = c->w;
-    if (w && !c->u->draining)
-        w->cb(c->u->loop, w, events);
+    if (!w)
+        return;
+    if (c->u->draining) { /* for the owner when the loop runs again */
+        if (!c->held) {
+            c->held_next = c->u->held;
+            c->u->held = c;
+        }
+        c->held |= events;
+        return;
+    }
+    w->cb(c->u->loop, w, events);
 }
 
 /* ---- completions ---- */
@@ -334,6 +350,28 @@ static void rearm_starved(struct uring *u)
     }
 }
 
+/* A read that filled what it asked for left no receive armed: arm one now,
+ * unless the owner read on and armed it (or its input ended) meanwhile. */
+static void arm_unarmed(struct uring *u)
+{
+    while (u->unarmed) {
+        struct ur_conn *c = u->unarmed;
+        list_remove(&u->unarmed, c);
+        c->flags &= (uint8_t)~F_UNARMED;
+        if (!(c->pending & P_RECV) && c->stash_len == 0 &&
+            !(c->flags & (F_EOF | F_RECV_ERR | F_WAITING)))
+            arm_recv(c, false);
+    }
+}
+
+static void mark_unarmed(struct ur_conn *c)
+{
+    if (!(c->flags & F_UNARMED)) {
+        c->flags |= F_UNARMED;
+        list_push(&c->u->unarmed, c);
+    }
+}
+
 static void sweep_cb(struct loop *loop, struct timer *t)
 {
     struct uring *u = (struct uring *)((char *)t - offsetof(struct uring, sweep));
@@ -375,7 +413,8 @@ static int turn(struct uring *u, int wait_ms, bool *epoll_ready)
 }
 
 /* The loop stopped: sends of connections already closed (the last bytes of
- * their responses) go out before the ring goes, for at most UR_DRAIN_MS. */
+ * their responses) go out before the ring goes, for at most UR_DRAIN_MS.
+ * Events of connections still open are held for the next run. */
 static void drain(struct uring *u)
 {
     u->draining = true;
@@ -384,12 +423,25 @@ static void drain(struct uring *u)
     do {
         turn(u, 50, &epoll_ready);
     } while (u->orphans && clock_ms() < until);
-    u->draining = false; /* loop_run may run the loop again */
+    u->draining = false;
+}
+
+/* The loop runs again: the events that came while it was stopping. */
+static void deliver_held(struct uring *u)
+{
+    while (u->held) {
+        struct ur_conn *c = u->held;
+        u->held = c->held_next;
+        uint32_t events = c->held;
+        c->held = 0;
+        deliver(c, events);
+    }
 }
 
 void uring_run(struct loop *loop)
 {
     struct uring *u = loop->ring;
+    deliver_held(u);
     while (!loop->stop) {
         if (!u->epoll_armed) {
             struct io_uring_sqe *sqe = get_sqe(u);
@@ -400,6 +452,7 @@ void uring_run(struct loop *loop)
             }
         }
         rearm_starved(u);
+        arm_unarmed(u);
         bool epoll_ready = false;
         int rc = turn(u, u->epoll_more ? 0 : loop_next_wait_ms(loop), &epoll_ready);
         if (rc < 0 && rc != -ETIME && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY)
@@ -451,6 +504,17 @@ void ur_release(struct ur_conn *c)
         list_remove(&u->starved, c);
         c->flags &= (uint8_t)~F_STARVED;
     }
+    if (c->flags & F_UNARMED) {
+        list_remove(&u->unarmed, c);
+        c->flags &= (uint8_t)~F_UNARMED;
+    }
+    if (c->held) {
+        struct ur_conn **pp = &u->held;
+        while (*pp != c)
+            pp = &(*pp)->held_next;
+        *pp = c->held_next;
+        c->held = 0;
+    }
     if (c->pending & P_RECV)
         cancel(c, OP_RECV);
     if (c->pending & P_POLLOUT)
@@ -479,8 +543,10 @@ ssize_t ur_recv(struct ur_conn *c, void *buf, size_t len)
             arm_recv(c, true);
             return (ssize_t)n;
         }
-        if (n == len)
+        if (n == len) {
+            mark_unarmed(c);
             return (ssize_t)n;
+        }
     }
     if (c->flags & F_EOF)
         return (ssize_t)n;
@@ -502,6 +568,8 @@ ssize_t ur_recv(struct ur_conn *c, void *buf, size_t len)
     if (r > 0) {
         if ((size_t)r < want)
             arm_recv(c, true);
+        else
+            mark_unarmed(c);
         return (ssize_t)n + r;
     }
     if (r == 0) {

@@ -42,7 +42,9 @@ int uring_open(struct loop *loop);
 /* Closes the ring and every descriptor it still held (any thread, after the
  * loop stopped). */
 void uring_close(struct loop *loop);
-/* The loop's run, through the ring (loop_run calls it). */
+/* The loop's run, through the ring (loop_run calls it). When the loop stops,
+ * sends of released connections get up to a second to finish; events of open
+ * connections that come meanwhile are delivered when it runs again. */
 void uring_run(struct loop *loop);
 
 /* Drives fd through the ring for watch w: its callback gets the emulated

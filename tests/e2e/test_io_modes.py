@@ -115,6 +115,15 @@ def test_large_bodies_both_ways(limpet, origin, mode):
     assert hashlib.sha256(r.body).digest() == hashlib.sha256(big).digest()
     r = http_request(lp.port, "POST", "/up", body=big, timeout=30)
     assert r.status == 200 and r.body.decode() == hashlib.sha256(big).hexdigest()
+    # one keep-alive connection, its origin connection reused each time
+    conn = http.client.HTTPConnection("127.0.0.1", lp.port, timeout=10)
+    t0 = time.monotonic()
+    for i in range(20):
+        conn.request("GET", f"/again/{i}")
+        r = conn.getresponse()
+        assert r.status == 200 and r.read() == big, f"response {i}"
+    conn.close()
+    assert time.monotonic() - t0 < 8, "20 responses of 3 MiB on one connection took over 8 s"
 
 
 def test_origin_closing_an_idle_connection_is_not_an_error(limpet, origin, mode):
