@@ -282,6 +282,8 @@ static void on_send(struct ur_conn *c, int res)
 {
     struct uring *u = c->u;
     c->pending &= (uint8_t)~P_SEND;
+    if (res == 0)
+        res = -EPIPE; /* a stream socket that takes nothing of a send is gone */
     if (res > 0 && c->out_off + (uint32_t)res < c->out_len) {
         c->out_off += (uint32_t)res; /* part went: the rest in order */
         if (post_send(c) == 0)
