@@ -38,7 +38,7 @@ enum {
 };
 
 /* user_data kinds (low three bits) */
-enum { OP_EPOLL = 1, OP_RECV, OP_SEND, OP_POLLOUT, OP_CANCEL };
+enum { OP_EPOLL = 1, OP_RECV, OP_SEND, OP_POLLOUT, OP_CANCEL /* or a close: nothing to do */ };
 #define OP_MASK ((uint64_t)7)
 
 /* ur_conn.pending */
@@ -95,6 +95,7 @@ struct uring {
     bool epoll_armed;              /* the poll on the epoll descriptor is queued */
     bool epoll_more;               /* the last epoll batch was full: look again */
     bool draining;                 /* the loop stopped: no more callbacks */
+    bool stopped;                  /* nothing is submitted any more: close directly */
 };
 
 /* ---- submission ---- */
@@ -219,7 +220,13 @@ static void finish_if_idle(struct ur_conn *c)
         return;
     struct uring *u = c->u;
     list_remove(&u->orphans, c);
-    close(c->fd);
+    struct io_uring_sqe *sqe = u->stopped ? NULL : get_sqe(u);
+    if (sqe) { /* goes with the next submission: no system call of its own */
+        io_uring_prep_close(sqe, c->fd);
+        io_uring_sqe_set_data64(sqe, OP_CANCEL);
+    } else {
+        close(c->fd);
+    }
     out_put(u, c->out);
     slab_free(&u->conns, c);
 }
@@ -425,6 +432,8 @@ static void drain(struct uring *u)
     do {
         turn(u, 50, &epoll_ready);
     } while (u->orphans && clock_ms() < until);
+    u->stopped = true;
+    io_uring_submit(&u->ring); /* the closes queued by the last turn */
     u->draining = false;
 }
 
@@ -443,6 +452,7 @@ static void deliver_held(struct uring *u)
 void uring_run(struct loop *loop)
 {
     struct uring *u = loop->ring;
+    u->stopped = false;
     deliver_held(u);
     while (!loop->stop) {
         if (!u->epoll_armed) {

@@ -71,8 +71,6 @@ static void accept_cb(struct loop *loop, struct io_watch *io, uint32_t events)
             w->accept_starved = false;
             log_error("accept: accepting connections again");
         }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         STAT_ADD(w->stats.accepted, 1);
         w->ops->accept_cb(l, fd, (struct sockaddr *)&peer);
     }
@@ -94,6 +92,11 @@ struct listener *worker_listen(struct worker *w, int fd, long tag)
     l->worker = w;
     l->tag = tag;
     bool paused = w->num_conns >= w->max_conns || timer_armed(&w->accept_resume_timer);
+    /* Accepted sockets inherit TCP_NODELAY from their listener: set once here
+     * (the socket may come from an older process or systemd) rather than by
+     * a system call per connection. */
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (loop_watch(&w->loop, &l->io, fd, paused ? 0 : EPOLLIN, accept_cb) < 0) {
         free(l);
         return NULL;
