@@ -874,7 +874,8 @@ def report(m, res, started, elapsed):
          "`proxy_http_version 1.1`, `proxy_set_header Connection \"\"`, "
          "`keepalive_requests 1000000`, `proxy_max_temp_file_size 0`.",
          "- limpet: `threads: 1`, `log.access: off`, `session_affinity: cookie` (`__limpet`), "
-         "round robin over the three origins.",
+         "round robin over the three origins; its default I/O: plain connections through an "
+         "io_uring per worker thread (TLS connections through epoll).",
          "- floor: `build/floor_relay` (bench/floor_relay.c) relaying bytes to origin 1; no "
          "parsing, no affinity: the least an epoll proxy can do per request.",
          f"- Sticky clients send the cookie their balancer set on a first request (limpet "
