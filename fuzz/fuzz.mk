@@ -37,7 +37,8 @@ FUZZ_SRCS_config   := src/config/config.c src/snapshot/settings.c src/core/addr.
 FUZZ_SRCS_cookie   := src/http/cookie.c
 FUZZ_SRCS_token    := src/affinity/token.c
 FUZZ_SRCS_proxy_protocol := src/http/proxy_protocol.c
-FUZZ_SRCS_tls      := src/core/tls.c src/core/loop.c
+FUZZ_SRCS_tls      := src/core/tls.c src/core/loop.c src/core/uring.c src/core/slab.c \
+                      src/core/buffer.c
 FUZZ_HDRS_request  := src/http/h1.h
 FUZZ_HDRS_response := src/http/h1.h
 FUZZ_HDRS_chunked  := src/http/h1.h
@@ -45,11 +46,11 @@ FUZZ_HDRS_config   := src/config/config.h src/snapshot/settings.h src/core/addr.
 FUZZ_HDRS_cookie   := src/http/cookie.h
 FUZZ_HDRS_token    := src/affinity/token.h
 FUZZ_HDRS_proxy_protocol := src/http/proxy_protocol.h
-FUZZ_HDRS_tls      := src/core/tls.h src/core/transport.h src/core/loop.h src/core/stats.h \
+FUZZ_HDRS_tls      := src/core/tls.h src/core/transport.h src/core/loop.h src/core/uring.h src/core/stats.h \
                       fuzz/tls_fixture.h
 FUZZ_LIBS_config   := -ljansson
 FUZZ_LIBS_token    := -lcrypto
-FUZZ_LIBS_tls      := -lssl -lcrypto
+FUZZ_LIBS_tls      := -lssl -lcrypto -luring
 FUZZ_OPTS_request  := -dict=fuzz/http.dict -max_len=12288
 FUZZ_OPTS_response := -dict=fuzz/http.dict -max_len=8192
 FUZZ_OPTS_chunked  := -dict=fuzz/http.dict -max_len=8192
