@@ -53,6 +53,9 @@ PORT = {"haproxy": 19510, "nginx": 19520, "limpet": 19500, "floor": 19530,
 # The TLS listeners of the main HAProxy and limpet (same certificate).
 TLS_PORT = {"haproxy": 19512, "limpet": 19502}
 TLS_CONNS = 16   # tls_load: connections opened at once
+# tls_load processes: a client handshake costs more CPU than the server's side, so a
+# single-process generator would cap the rate at its own speed; one per core
+TLS_PROCS = os.cpu_count() or 1
 
 LABEL = {"haproxy": "HAProxy", "nginx": "nginx", "limpet": "limpet", "floor": "floor"}
 MAIN = ["haproxy", "nginx", "limpet", "floor"]
@@ -523,8 +526,8 @@ def measure(name, variants, sticky=True, extra=(), **wrk_args):
 def run_tls_load(b, mode, secs=SECONDS, headers=()):
     """New TLS connections per second (build/tls_load): full or resumed handshakes,
     one sticky request each (Connection: close). CPU µs per connection."""
-    argv = [os.path.join(BUILD, "tls_load"), f"127.0.0.1:{b.tls_port}", str(secs),
-            str(TLS_CONNS), mode, *headers]
+    argv = [os.path.join(BUILD, "tls_load"), "-p", str(TLS_PROCS), f"127.0.0.1:{b.tls_port}",
+            str(secs), str(TLS_CONNS), mode, *headers]
     before = b.proc.cpu_ticks()
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 30)
@@ -890,7 +893,8 @@ def report(m, res, started, elapsed):
          "with `wrk -t2` (the floor relay is single-threaded: no 2-thread figure).",
          "- TLS (limpet and HAProxy only, same ECDSA P-256 certificate, TLS 1.3 negotiated): "
          "keep-alive requests over TLS with `wrk` on `https://`; new connections per second "
-         f"with `build/tls_load` (bench/tls_load.c: {TLS_CONNS} connections at once, each a "
+         f"with `build/tls_load` (bench/tls_load.c: {TLS_CONNS} connections at once over "
+         f"{TLS_PROCS} client process(es), one per core, each connection a "
          "handshake — full, or resuming the last session received — then one sticky request "
          "with `Connection: close`); CPU µs per connection as for requests. HAProxy: "
          "`bind … ssl crt … alpn http/1.1 ssl-min-ver TLSv1.2`, its default session cache "

@@ -2,11 +2,18 @@
  * tls_load — the bench's TLS connection generator: new TLS connections per
  * second, with full or resumed handshakes (wrk has no resumption).
  *
- *   tls_load HOST:PORT SECONDS CONNECTIONS full|resume [HEADER...]
+ *   tls_load [-p PROCESSES] HOST:PORT SECONDS CONNECTIONS full|resume [HEADER...]
  *
- * CONNECTIONS slots run at once on one thread (non-blocking sockets, one
- * epoll). Each slot loops: connect, TLS handshake (resume: offering the last
- * session any slot received), one `GET / HTTP/1.1` with `Connection: close`
+ * CONNECTIONS slots run at once, spread over PROCESSES processes (default 1),
+ * each with its own epoll and non-blocking sockets. A client handshake costs
+ * more CPU than the server's side of it, so one process alone caps the rate
+ * at its own speed whatever the server does: the bench runs one per core.
+ * (Processes, not threads: OpenSSL 3.0 threads sharing a context contend on
+ * its locks and make fewer handshakes than one thread.) A slot waits only for
+ * what it is blocked on (writability while connecting or when OpenSSL wants
+ * to write, readability otherwise), so the generator leaves the CPU it does
+ * not need to the server it measures. Each slot loops: connect, TLS handshake
+ * (resume: offering the last session its process received), one `GET / HTTP/1.1` with `Connection: close`
  * and the given extra header lines, read the response to the close, start
  * over. Certificates are not verified (the peer is on loopback). Prints one
  * line of key=value: connections completed, seconds, rate, how many resumed,
@@ -24,6 +31,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -32,23 +40,34 @@
 
 enum phase { CONNECTING, HANDSHAKE, SENDING, READING };
 
+struct generator;
+
 struct slot {
+    struct generator *gen;
     int fd;
     SSL *ssl;
     enum phase phase;
+    uint32_t waiting;   /* the epoll events registered for fd */
     size_t sent;
     char head[16];      /* the first bytes of the response */
     size_t head_len;
 };
 
+/* One process's share of the slots and what it counted. */
+struct generator {
+    int epfd;
+    struct slot *slots;
+    int nslots;
+    SSL_SESSION *session;       /* the last one this process received (resume mode) */
+    unsigned long long done, resumed, non200, errors;
+};
+
 static struct sockaddr_in target;
 static SSL_CTX *ctx;
-static SSL_SESSION *session;     /* the last one received (resume mode) */
 static bool resume;
 static char request[2048];
 static size_t request_len;
-static int epfd;
-static unsigned long long done, resumed, non200, errors;
+static double seconds;
 
 static double now_s(void)
 {
@@ -60,10 +79,19 @@ static double now_s(void)
 static void watch(struct slot *s, uint32_t events, int op)
 {
     struct epoll_event ev = {.events = events, .data.ptr = s};
-    if (epoll_ctl(epfd, op, s->fd, &ev) < 0) {
+    if (epoll_ctl(s->gen->epfd, op, s->fd, &ev) < 0) {
         perror("epoll_ctl");
         exit(1);
     }
+    s->waiting = events;
+}
+
+/* Waits for readability or writability, whichever OpenSSL said it needs. */
+static void wait_for(struct slot *s, int ssl_error)
+{
+    uint32_t want = ssl_error == SSL_ERROR_WANT_WRITE ? EPOLLOUT : EPOLLIN;
+    if (want != s->waiting)
+        watch(s, want, EPOLL_CTL_MOD);
 }
 
 static void start(struct slot *s)
@@ -79,8 +107,8 @@ static void start(struct slot *s)
     SSL_set_fd(s->ssl, s->fd);
     SSL_set_connect_state(s->ssl);
     SSL_set_tlsext_host_name(s->ssl, "bench.test");
-    if (resume && session)
-        SSL_set_session(s->ssl, session);
+    if (resume && s->gen->session)
+        SSL_set_session(s->ssl, s->gen->session);
     s->sent = s->head_len = 0;
     int rc = connect(s->fd, (struct sockaddr *)&target, sizeof(target));
     s->phase = rc == 0 ? HANDSHAKE : CONNECTING;
@@ -88,23 +116,24 @@ static void start(struct slot *s)
         perror("connect");
         exit(1);
     }
-    watch(s, EPOLLOUT | EPOLLIN, EPOLL_CTL_ADD);
+    watch(s, EPOLLOUT, EPOLL_CTL_ADD);   /* connected, or the first flight can go */
 }
 
 static void finish(struct slot *s, bool ok)
 {
+    struct generator *g = s->gen;
     if (ok) {
-        done++;
+        g->done++;
         if (s->head_len < 12 || memcmp(s->head + 9, "200", 3) != 0)
-            non200++;
+            g->non200++;
     } else {
-        errors++;
+        g->errors++;
     }
     if (ok && resume) {
         SSL_SESSION *got = SSL_get1_session(s->ssl);
         if (got && SSL_SESSION_is_resumable(got)) {
-            SSL_SESSION_free(session);
-            session = got;
+            SSL_SESSION_free(g->session);
+            g->session = got;
         } else {
             SSL_SESSION_free(got);
         }
@@ -138,13 +167,15 @@ static void step(struct slot *s)
             rc = SSL_do_handshake(s->ssl);
             if (rc == 1) {
                 if (SSL_session_reused(s->ssl))
-                    resumed++;
+                    s->gen->resumed++;
                 s->phase = SENDING;
                 continue;
             }
             err = SSL_get_error(s->ssl, rc);
-            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+                wait_for(s, err);
                 return;
+            }
             finish(s, false);
             return;
         case SENDING:
@@ -156,8 +187,10 @@ static void step(struct slot *s)
                 continue;
             }
             err = SSL_get_error(s->ssl, rc);
-            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+                wait_for(s, err);
                 return;
+            }
             finish(s, false);
             return;
         case READING: {
@@ -171,8 +204,10 @@ static void step(struct slot *s)
                 continue;
             }
             err = SSL_get_error(s->ssl, rc);
-            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
+            if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+                wait_for(s, err);
                 return;
+            }
             /* the server closed after its response */
             finish(s, s->head_len > 0);
             return;
@@ -181,10 +216,33 @@ static void step(struct slot *s)
     }
 }
 
+static void generate(struct generator *g)
+{
+    g->epfd = epoll_create1(EPOLL_CLOEXEC);
+    for (int i = 0; i < g->nslots; i++) {
+        g->slots[i].gen = g;
+        start(&g->slots[i]);
+    }
+    double end = now_s() + seconds;
+    struct epoll_event evs[256];
+    while (now_s() < end) {
+        int k = epoll_wait(g->epfd, evs, 256, 100);
+        for (int i = 0; i < k; i++)
+            step(evs[i].data.ptr);
+    }
+}
+
 int main(int argc, char **argv)
 {
-    if (argc < 5) {
-        fprintf(stderr, "usage: tls_load HOST:PORT SECONDS CONNECTIONS full|resume [HEADER...]\n");
+    int procs = 1;
+    if (argc > 2 && strcmp(argv[1], "-p") == 0) {
+        procs = atoi(argv[2]);
+        argc -= 2;
+        argv += 2;
+    }
+    if (argc < 5 || procs < 1) {
+        fprintf(stderr, "usage: tls_load [-p PROCESSES] HOST:PORT SECONDS CONNECTIONS "
+                        "full|resume [HEADER...]\n");
         return 2;
     }
     char host[64];
@@ -197,8 +255,12 @@ int main(int argc, char **argv)
     target.sin_port = htons((uint16_t)atoi(colon + 1));
     if (inet_pton(AF_INET, host, &target.sin_addr) != 1)
         return 2;
-    double seconds = atof(argv[2]);
+    seconds = atof(argv[2]);
     int conns = atoi(argv[3]);
+    if (conns < procs) {
+        fprintf(stderr, "tls_load: fewer connections (%d) than processes (%d)\n", conns, procs);
+        return 2;
+    }
     resume = strcmp(argv[4], "resume") == 0;
     int n = snprintf(request, sizeof(request), "GET / HTTP/1.1\r\nHost: bench.test\r\n");
     for (int i = 5; i < argc; i++)
@@ -211,17 +273,38 @@ int main(int argc, char **argv)
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
     SSL_CTX_set_alpn_protos(ctx, (const unsigned char *)"\x08http/1.1", 9);
-    epfd = epoll_create1(EPOLL_CLOEXEC);
-    struct slot *slots = calloc((size_t)conns, sizeof(*slots));
-    for (int i = 0; i < conns; i++)
-        start(&slots[i]);
-    double t0 = now_s(), end = t0 + seconds;
-    struct epoll_event evs[256];
-    while (now_s() < end) {
-        int k = epoll_wait(epfd, evs, 256, 100);
-        for (int i = 0; i < k; i++)
-            step(evs[i].data.ptr);
+
+    /* each process reports its counters through the pipe when its time is up */
+    int report[2];
+    if (pipe(report) < 0) {
+        perror("pipe");
+        return 1;
     }
+    double t0 = now_s();
+    for (int p = 0; p < procs; p++) {
+        pid_t pid = fork();
+        if (pid < 0) {
+            perror("fork");
+            return 1;
+        }
+        if (pid == 0) {
+            struct generator g = {.nslots = conns / procs + (p < conns % procs)};
+            g.slots = calloc((size_t)g.nslots, sizeof(*g.slots));
+            generate(&g);
+            unsigned long long counts[4] = {g.done, g.resumed, g.non200, g.errors};
+            _exit(write(report[1], counts, sizeof(counts)) == sizeof(counts) ? 0 : 1);
+        }
+    }
+    close(report[1]);
+    unsigned long long done = 0, resumed = 0, non200 = 0, errors = 0, counts[4];
+    while (read(report[0], counts, sizeof(counts)) == sizeof(counts)) {
+        done += counts[0];
+        resumed += counts[1];
+        non200 += counts[2];
+        errors += counts[3];
+    }
+    while (wait(NULL) > 0)
+        ;
     double elapsed = now_s() - t0;
     printf("connections=%llu seconds=%.3f rate=%.1f resumed=%llu non200=%llu errors=%llu\n",
            done, elapsed, (double)done / elapsed, resumed, non200, errors);
