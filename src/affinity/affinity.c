@@ -715,12 +715,13 @@ size_t affinity_header_value(const struct snapshot *s, long lb,
 {
     if (!s || lb < 0 || s->cfg->load_balancers[lb].session_affinity == AFFINITY_NONE)
         return 0;
-    int n;
     if (d->previous_pool >= 0) {
         const struct cfg_pool *pool = &s->cfg->pools[d->previous_pool];
-        n = snprintf(buf, size, "reassigned; previous=%s", pool->origins[d->previous_origin].name);
-    } else {
-        n = snprintf(buf, size, "%s", d->pinned ? "hit" : "new");
+        int n = snprintf(buf, size, "reassigned; previous=%s", pool->origins[d->previous_origin].name);
+        return n > 0 && (size_t)n < size ? (size_t)n : 0;
     }
-    return n > 0 && (size_t)n < size ? (size_t)n : 0;
+    if (size < 4)
+        return 0;
+    memcpy(buf, d->pinned ? "hit" : "new", 4); /* per request: no printf */
+    return 3;
 }

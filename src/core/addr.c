@@ -108,6 +108,27 @@ const char *sockaddr_ip_string(const struct sockaddr *sa, char *buf, size_t size
     return buf;
 }
 
+size_t ip_text(int family, const unsigned char *bytes, char *buf)
+{
+    if (family == 6) {
+        if (!inet_ntop(AF_INET6, bytes, buf, INET6_ADDRSTRLEN))
+            strcpy(buf, "unknown");
+        return strlen(buf);
+    }
+    char *p = buf;
+    for (int i = 0; i < 4; i++) {
+        unsigned v = bytes[i];
+        if (v >= 100)
+            *p++ = (char)('0' + v / 100);
+        if (v >= 10)
+            *p++ = (char)('0' + v / 10 % 10);
+        *p++ = (char)('0' + v % 10);
+        *p++ = '.';
+    }
+    p[-1] = '\0';
+    return (size_t)(p - 1 - buf);
+}
+
 const char *addr_ip_string(const struct addr *a, char *buf, size_t size)
 {
     return sockaddr_ip_string((const struct sockaddr *)&a->ss, buf, size);

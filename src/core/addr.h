@@ -27,6 +27,10 @@ int addr_parse_ip(const char *text, struct addr *out);
 const char *addr_ip_string(const struct addr *a, char *buf, size_t size);
 /* Same from a raw sockaddr. */
 const char *sockaddr_ip_string(const struct sockaddr *sa, char *buf, size_t size);
+/* Formats address bytes (family 4: 4 bytes, 6: 16) as text into buf, which
+ * holds INET6_ADDRSTRLEN bytes; returns the length. IPv4 is formatted here,
+ * without printf (it runs for every request). */
+size_t ip_text(int family, const unsigned char *bytes, char *buf);
 
 bool addr_is_loopback(const struct addr *a);
 

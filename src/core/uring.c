@@ -63,19 +63,25 @@ enum {
 struct ur_conn {
     struct uring *u;
     struct io_watch *w;            /* NULL once released */
+    char *out;                     /* send in flight: its copy */
+    struct ur_conn *next, *prev;   /* orphan list (released), starved or unarmed list */
+    union {
+        uint64_t orphan_deadline_ms;  /* released: when its send gets cancelled */
+        struct ur_conn *held_next;    /* open: events held while the loop was stopping */
+    };
     int fd;
+    uint16_t stash_off, stash_len; /* unread bytes: stash_len 0 = none */
+    uint16_t out_off, out_len;
+    uint16_t stash_bid;            /* receive buffer holding unread bytes */
     uint8_t pending;               /* P_* */
     uint8_t flags;                 /* F_* */
-    uint16_t stash_bid;            /* receive buffer holding unread bytes */
-    uint32_t stash_off, stash_len; /* unread bytes: stash_len 0 = none */
-    int recv_err, send_err;
-    char *out;                     /* send in flight: its copy */
-    uint32_t out_off, out_len;
-    struct ur_conn *next, *prev;   /* orphan list (released), starved or unarmed list */
-    uint64_t orphan_deadline_ms;
-    struct ur_conn *held_next;     /* events held while the loop was stopping */
-    uint32_t held;
+    uint8_t recv_err, send_err;    /* errno values */
+    uint16_t held;                 /* the events held (EPOLLRDHUP is the highest) */
 };
+/* a small record: an idle connection holds it (with its client record) */
+_Static_assert(UR_BUF_SIZE <= UINT16_MAX && UR_OUT_SIZE <= UINT16_MAX, "offsets are 16-bit");
+_Static_assert((EPOLLIN | EPOLLOUT | EPOLLERR | EPOLLHUP | EPOLLRDHUP) <= UINT16_MAX,
+               "held events are 16-bit");
 _Static_assert(sizeof(struct ur_conn) % 8 == 0, "user_data tags need 8-byte records");
 
 struct uring {
@@ -241,7 +247,7 @@ static void deliver(struct ur_conn *c, uint32_t events)
             c->held_next = c->u->held;
             c->u->held = c;
         }
-        c->held |= events;
+        c->held |= (uint16_t)events;
         return;
     }
     w->cb(c->u->loop, w, events);
@@ -264,7 +270,7 @@ static void on_recv(struct ur_conn *c, int res, unsigned cflags)
     if (res > 0) {
         c->stash_bid = (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT);
         c->stash_off = 0;
-        c->stash_len = (uint32_t)res;
+        c->stash_len = (uint16_t)res;
         if (res == UR_BUF_SIZE)
             c->flags |= F_MORE;
         else
@@ -280,7 +286,7 @@ static void on_recv(struct ur_conn *c, int res, unsigned cflags)
         arm_recv(c, res != -EINTR);
     } else {
         c->flags |= F_RECV_ERR;
-        c->recv_err = -res;
+        c->recv_err = (uint8_t)-res;
         deliver(c, EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP);
     }
 }
@@ -292,7 +298,7 @@ static void on_send(struct ur_conn *c, int res)
     if (res == 0)
         res = -EPIPE; /* a stream socket that takes nothing of a send is gone */
     if (res > 0 && c->out_off + (uint32_t)res < c->out_len) {
-        c->out_off += (uint32_t)res; /* part went: the rest in order */
+        c->out_off = (uint16_t)(c->out_off + res); /* part went: the rest in order */
         if (post_send(c) == 0)
             return;
         res = -EIO;
@@ -300,7 +306,7 @@ static void on_send(struct ur_conn *c, int res)
     out_put(u, c->out);
     c->out = NULL;
     if (res < 0) {
-        c->send_err = -res;
+        c->send_err = (uint8_t)-res;
     } else if (c->flags & F_SHUT) {
         c->flags &= (uint8_t)~F_SHUT;
         shutdown(c->fd, SHUT_WR);
@@ -546,8 +552,8 @@ ssize_t ur_recv(struct ur_conn *c, void *buf, size_t len)
     if (c->stash_len) {
         n = len < c->stash_len ? len : c->stash_len;
         memcpy(buf, c->u->bufs + (size_t)c->stash_bid * UR_BUF_SIZE + c->stash_off, n);
-        c->stash_off += (uint32_t)n;
-        c->stash_len -= (uint32_t)n;
+        c->stash_off = (uint16_t)(c->stash_off + n);
+        c->stash_len = (uint16_t)(c->stash_len - n);
         if (c->stash_len)
             return (ssize_t)n;
         buf_back(c->u, c->stash_bid);
@@ -596,7 +602,7 @@ ssize_t ur_recv(struct ur_conn *c, void *buf, size_t len)
         return -1;
     }
     c->flags |= F_RECV_ERR;
-    c->recv_err = errno;
+    c->recv_err = (uint8_t)errno;
     return n ? (ssize_t)n : -1;
 }
 
@@ -634,7 +640,7 @@ ssize_t ur_writev(struct ur_conn *c, const struct iovec *iov, int n)
         }
         c->out = out;
         c->out_off = 0;
-        c->out_len = (uint32_t)total;
+        c->out_len = (uint16_t)total;
         if (post_send(c) < 0) {
             out_put(c->u, out);
             c->out = NULL;

@@ -81,6 +81,15 @@ bool client_open_exchange(struct client *c)
     return true;
 }
 
+const char *client_ip_of(struct client *c, size_t *len)
+{
+    struct exchange *ex = c->ex;
+    if (ex->client_ip_len == 0)
+        ex->client_ip_len = (uint8_t)ip_text(c->peer_family, c->peer_addr, ex->client_ip);
+    *len = ex->client_ip_len;
+    return ex->client_ip;
+}
+
 /* Ends the exchange's hold on its origin connection and snapshot (its
  * record stays: an error response may still be sent from it). */
 void client_release_exchange(struct client *c, bool origin_reusable)
@@ -172,9 +181,6 @@ static void client_set_address(struct client *c, uint8_t family, const uint8_t *
     c->peer_family = family;
     memset(c->peer_addr, 0, sizeof(c->peer_addr));
     memcpy(c->peer_addr, addr, family == 6 ? 16 : 4);
-    if (!inet_ntop(family == 6 ? AF_INET6 : AF_INET, addr, c->ip, sizeof(c->ip)))
-        c->ip[0] = '\0';
-    c->ip_len = (uint8_t)strlen(c->ip);
 }
 
 /* Whether connections accepted on l start with a PROXY protocol header. */
@@ -201,7 +207,6 @@ void client_accept(struct proxy_thread *pt, struct listener *l, int fd,
     c->listener = l;
     c->state = listener_proxy_protocol(pt, l) ? CS_PROXY_HEADER : CS_READ_HEAD;
     c->last_io_ms = c->head_start_ms = w->loop.now_ms;
-    sockaddr_ip_string(peer, c->ip, sizeof(c->ip));
     if (peer->sa_family == AF_INET6) {
         c->peer_family = 6;
         memcpy(c->peer_addr, &((const struct sockaddr_in6 *)peer)->sin6_addr, 16);
@@ -209,7 +214,6 @@ void client_accept(struct proxy_thread *pt, struct listener *l, int fd,
         c->peer_family = 4;
         memcpy(c->peer_addr, &((const struct sockaddr_in *)peer)->sin_addr, 4);
     }
-    c->ip_len = (uint8_t)strlen(c->ip);
     timer_init(&c->timer, client_timer_cb);
     if (proxy_transport_accept(pt, l, &c->tp, fd) < 0) {
         close(fd);
@@ -353,7 +357,7 @@ void client_send_error(struct client *c, int status)
     client_log_exchange(c, status);
     client_release_exchange(c, false);
     c->err_data = ex->req_extra;
-    c->err_left = (size_t)n;
+    c->err_left = (uint32_t)n;
 }
 
 static const char *redirect_reason(int status)
@@ -408,7 +412,7 @@ void client_send_redirect(struct client *c, int status, const char *host, size_t
     client_log_exchange(c, status);
     client_release_exchange(c, false);
     c->err_data = out;
-    c->err_left = (size_t)n;
+    c->err_left = (uint32_t)n;
 }
 
 void client_linger(struct client *c)
@@ -433,10 +437,33 @@ static enum step step_send_error(struct client *c)
             return STEP_CLOSED;
         }
         c->err_data += n;
-        c->err_left -= (size_t)n;
+        c->err_left -= (uint32_t)n;
     }
     client_linger(c);
     return STEP_PROGRESS;
+}
+
+ssize_t client_read(struct client *c, bool raw)
+{
+    size_t want = buf_space(c->in);
+    char *to = c->in->data + c->in->end;
+    ssize_t n = raw ? tp_recv_raw(&c->tp, c->io.fd, to, want) : tp_recv(&c->tp, c->io.fd, to, want);
+    if (n > 0) {
+        c->in->end += (uint32_t)n;
+        c->last_io_ms = c->pt->w->loop.now_ms;
+        /* Edge-triggered: a short read emptied the socket, and new bytes (or
+         * the peer's close) will raise a new edge. */
+        bool drained = raw ? tp_raw_drained(&c->tp, (size_t)n, want)
+                           : tp_drained(&c->tp, (size_t)n, want);
+        if (drained && !c->peer_closed)
+            c->readable = false;
+        return n;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        c->readable = false;
+        return 0;
+    }
+    return -1;
 }
 
 static enum step step_linger(struct client *c)
@@ -525,24 +552,14 @@ static enum step step_read_head(struct client *c)
         if (c->in->start > 0)
             buf_compact(c->in);
         bool was_empty = buf_len(c->in) == 0;
-        size_t want = buf_space(c->in);
-        ssize_t n = tp_recv(&c->tp, c->io.fd, c->in->data + c->in->end, want);
+        ssize_t n = client_read(c, false);
         if (n > 0) {
             idle_remove(c);
             if (was_empty)
                 c->head_start_ms = w->loop.now_ms;
-            c->in->end += (uint32_t)n;
-            c->last_io_ms = w->loop.now_ms;
-            /* Edge-triggered: a short read emptied the socket, and new bytes
-             * (or the peer's close) will raise a new edge. */
-            if (tp_drained(&c->tp, (size_t)n, want) && !c->peer_closed)
-                c->readable = false;
-            continue;
         }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            c->readable = false;
+        if (n >= 0)
             continue;
-        }
         client_close(c); /* EOF or error between requests (a partial head is dropped) */
         return STEP_CLOSED;
     }
@@ -580,19 +597,8 @@ static enum step step_proxy_header(struct client *c)
                 return STEP_CLOSED;
             }
         }
-        size_t want = buf_space(c->in);
-        ssize_t n = want ? tp_recv_raw(&c->tp, c->io.fd, c->in->data + c->in->end, want) : 0;
-        if (n > 0) {
-            c->in->end += (uint32_t)n;
-            c->last_io_ms = pt->w->loop.now_ms;
-            if (tp_raw_drained(&c->tp, (size_t)n, want) && !c->peer_closed)
-                c->readable = false;
+        if (buf_space(c->in) > 0 && client_read(c, true) >= 0)
             continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            c->readable = false;
-            continue;
-        }
         client_close(c); /* closed (or full) before a whole header */
         return STEP_CLOSED;
     }

@@ -40,6 +40,7 @@
 #include <sys/uio.h>
 
 #include "affinity/hll.h"
+#include "core/addr.h"
 #include "core/log.h"
 #include "proxy/thread.h"
 
@@ -166,10 +167,7 @@ static void take_forwarded_client(struct client *c)
         !forward_client_from_xff(&c->pt->req, &c->pt->sem, cfg->trusted_proxies,
                                  cfg->num_trusted_proxies, &ex->fwd_family, ex->fwd_addr))
         return;
-    if (!inet_ntop(ex->fwd_family == 6 ? AF_INET6 : AF_INET, ex->fwd_addr, ex->fwd_ip,
-                   sizeof(ex->fwd_ip)))
-        return;
-    ex->fwd_ip_len = (uint8_t)strlen(ex->fwd_ip);
+    ex->client_ip_len = (uint8_t)ip_text(ex->fwd_family, ex->fwd_addr, ex->client_ip);
     ex->forwarded_client = true;
 }
 
@@ -540,20 +538,13 @@ static enum step send_request(struct client *c)
             body_rebase(&ex->req_body, buf_compact(c->in));
             ex->replayable = false;
         }
-        size_t want = buf_space(c->in);
-        ssize_t n = tp_recv(&c->tp, c->io.fd, c->in->data + c->in->end, want);
+        ssize_t n = client_read(c, false);
         if (n > 0) {
-            c->in->end += (uint32_t)n;
-            c->last_io_ms = w->loop.now_ms;
-            if (tp_drained(&c->tp, (size_t)n, want) && !c->peer_closed)
-                c->readable = false; /* drained: the next bytes raise an edge */
             result = STEP_PROGRESS;
             continue;
         }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            c->readable = false;
+        if (n == 0)
             break;
-        }
         client_log_exchange(c, 0); /* the client left in the middle of its request body */
         client_close(c);
         return STEP_CLOSED;

@@ -16,7 +16,6 @@
 #define COOKIE_SPANS_MAX 32       /* pieces a rewritten Cookie field may be made of */
 
 #include <arpa/inet.h>
-#include <stdio.h>
 #include <string.h>
 
 struct iov_builder {
@@ -44,6 +43,25 @@ static void add_span(struct iov_builder *b, const char *p, size_t len)
     b->iov[b->n].iov_len = len;
     b->n++;
 }
+
+/* Text limpet writes into the head (the fields it adds), in EXTRA_HEAD_BYTES. */
+struct text {
+    char *p;
+    size_t n;
+    bool overflow;
+};
+
+static void text_put(struct text *t, const char *s, size_t len)
+{
+    if (t->n + len > EXTRA_HEAD_BYTES) {
+        t->overflow = true;
+        return;
+    }
+    memcpy(t->p + t->n, s, len);
+    t->n += len;
+}
+
+#define TEXT_LIT(t, s) text_put((t), (s), sizeof(s) - 1)
 
 static void add_literal(struct iov_builder *b, const char *s)
 {
@@ -213,25 +231,29 @@ bool forward_request_head(struct exchange *ex, const char *head, size_t head_len
     }
 
     /* X-Forwarded-For: the client's list, with this client appended. */
-    size_t n = 0;
-    char *extra = ex->req_extra;
+    struct text extra = {.p = ex->req_extra};
     if (last_xff >= 0) {
         const struct h1_header *x = &h[last_xff];
         add_span(&b, x->line, (size_t)(x->value + x->value_len - x->line));
-        n += (size_t)snprintf(extra + n, EXTRA_HEAD_BYTES - n, ", %.*s\r\n", (int)client_ip_len,
-                              client_ip);
+        TEXT_LIT(&extra, ", ");
     } else {
-        n += (size_t)snprintf(extra + n, EXTRA_HEAD_BYTES - n, "X-Forwarded-For: %.*s\r\n",
-                              (int)client_ip_len, client_ip);
+        TEXT_LIT(&extra, "X-Forwarded-For: ");
     }
-    n += (size_t)snprintf(extra + n, EXTRA_HEAD_BYTES - n, "X-Forwarded-Proto: %s\r\n",
-                          ex->tls ? "https" : "http");
-    if (affinity_len)
-        n += (size_t)snprintf(extra + n, EXTRA_HEAD_BYTES - n, "X-Limpet-Affinity: %.*s\r\n",
-                              (int)affinity_len, affinity);
+    text_put(&extra, client_ip, client_ip_len);
+    if (ex->tls)
+        TEXT_LIT(&extra, "\r\nX-Forwarded-Proto: https\r\n");
+    else
+        TEXT_LIT(&extra, "\r\nX-Forwarded-Proto: http\r\n");
+    if (affinity_len) {
+        TEXT_LIT(&extra, "X-Limpet-Affinity: ");
+        text_put(&extra, affinity, affinity_len);
+        TEXT_LIT(&extra, "\r\n");
+    }
     if (ex->upgrade)
-        n += (size_t)snprintf(extra + n, EXTRA_HEAD_BYTES - n, "Connection: upgrade\r\n");
-    add_span(&b, extra, n);
+        TEXT_LIT(&extra, "Connection: upgrade\r\n");
+    if (extra.overflow)
+        return false;
+    add_span(&b, extra.p, extra.n);
     if (sem->host) {
         add_literal(&b, "X-Forwarded-Host: ");
         add_span(&b, sem->host->value, sem->host->value_len);

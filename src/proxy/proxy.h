@@ -156,8 +156,8 @@ struct exchange {
     /* the client address, when a trusted proxy gave it in X-Forwarded-For */
     bool forwarded_client;          /* fwd_* below hold it (else the connection's) */
     uint8_t fwd_family;             /* 4 or 6 */
-    uint8_t fwd_ip_len;
     uint8_t fwd_addr[16];
+    uint8_t client_ip_len;          /* client_ip holds the text (0: not made yet) */
 
     /* origin limits: max_connections and the pool's queue */
     struct origin_shared *slot;     /* holds one of this origin's max_connections slots */
@@ -181,7 +181,7 @@ struct exchange {
     char resp_extra[TOKEN_TEXT_MAX + 512];  /* Set-Cookie limpet adds */
     char method[16];
     char path[LOG_PATH_MAX];
-    char fwd_ip[INET6_ADDRSTRLEN];  /* forwarded_client: the address as text */
+    char client_ip[INET6_ADDRSTRLEN];  /* the request's client address as text */
 };
 
 enum client_state {
@@ -202,24 +202,23 @@ struct client {
     struct listener *listener;
     struct client *prev, *next;     /* the thread's list of clients */
     struct client *idle_prev, *idle_next;  /* the thread's idle keep-alive list, oldest first */
-    bool idle_listed;               /* in that list */
     struct exchange *ex;            /* the request in progress; NULL between requests */
     struct buf *in;                 /* request bytes; NULL while none are pending */
     struct timer timer;
-    enum client_state state;
-    bool readable, writable, peer_closed;
-    uint8_t peer_family;            /* 4 or 6 */
-    uint8_t ip_len;
-    uint32_t head_scan;             /* bytes of a partial head already scanned for its end */
+    const char *err_data;           /* CS_SEND_ERROR: bytes left to send (in ex) */
     uint64_t last_io_ms;            /* last byte read from or written to the client */
     uint64_t head_start_ms;         /* when the current head began */
-    unsigned requests;              /* requests completed on this connection */
-    const char *err_data;           /* CS_SEND_ERROR: bytes left to send (in ex) */
-    size_t err_left;
     uint64_t close_deadline_ms;     /* CS_SEND_ERROR, CS_LINGER: close by then */
+    enum client_state state;
+    uint32_t head_scan;             /* bytes of a partial head already scanned for its end */
+    unsigned requests;              /* requests completed on this connection */
+    uint32_t err_left;
     struct affinity_pin pin;        /* origin of the connection's first request */
-    uint8_t peer_addr[16];          /* client address bytes (for consistent hashing) */
-    char ip[INET6_ADDRSTRLEN];      /* client address as text */
+    bool readable, writable;
+    bool peer_closed : 1;
+    bool idle_listed : 1;           /* in the idle list */
+    uint8_t peer_family;            /* 4 or 6 */
+    uint8_t peer_addr[16];          /* client address bytes (text: client_ip_of) */
 };
 
 /* Takes over an accepted, non-blocking socket. Closes it on failure. */
@@ -270,6 +269,11 @@ void client_send_redirect(struct client *c, int status, const char *host, size_t
 void client_log_exchange(struct client *c, int status);
 /* Shuts the write side and drains input briefly before closing. */
 void client_linger(struct client *c);
+/* Reads what the client sent into c->in (which has room). Returns the bytes
+ * read; 0 when there is nothing more for now (c->readable is then false);
+ * -1 when the client closed or failed. raw: the bytes under TLS (the PROXY
+ * header comes before the handshake). */
+ssize_t client_read(struct client *c, bool raw);
 
 /* Lets go of the exchange's origin connection (to the idle list when reusable). */
 void exchange_detach_origin(struct client *c, bool reusable);
@@ -286,16 +290,9 @@ void exchange_dequeue(struct client *c);
 /* The deadline passed: acts on it. Returns STEP_CLOSED when c was closed. */
 enum step exchange_timeout(struct client *c);
 
-/* The client address of c's current request (see exchange.forwarded_client). */
-static inline const char *client_ip_of(const struct client *c, size_t *len)
-{
-    if (c->ex && c->ex->forwarded_client) {
-        *len = c->ex->fwd_ip_len;
-        return c->ex->fwd_ip;
-    }
-    *len = c->ip_len;
-    return c->ip;
-}
+/* The client address of c's current request as text: the forwarded one
+ * (exchange.forwarded_client) or the connection's, made on first use. */
+const char *client_ip_of(struct client *c, size_t *len);
 
 /* ---- origin connections (origin_conn.c) ---- */
 

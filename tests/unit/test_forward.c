@@ -49,6 +49,26 @@ static void test_adds_forwarded_fields(void **state)
                              "X-Forwarded-Host: example.com\r\n\r\n");
 }
 
+static void test_adds_proto_affinity_and_upgrade_fields(void **state)
+{
+    (void)state;
+    const char *head = "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\n"
+                       "Upgrade: websocket\r\n\r\n";
+    memset(&ex, 0, sizeof(ex));
+    ex.tls = true;
+    ex.upgrade = true;
+    int r = h1_parse_request(head, strlen(head), 16384, &req);
+    assert_int_equal(r, (int)strlen(head));
+    assert_int_equal(h1_request_semantics(&req, &sem), 0);
+    assert_true(forward_request_head(&ex, head, (size_t)r, &req, &sem, "2001:db8::5", 11,
+                                     "reassigned; previous=o2", 23));
+    const char *out = join(ex.req_iov, ex.req_iov_n);
+    assert_non_null(strstr(out, "\r\nX-Forwarded-For: 2001:db8::5\r\n"
+                                "X-Forwarded-Proto: https\r\n"
+                                "X-Limpet-Affinity: reassigned; previous=o2\r\n"
+                                "Connection: upgrade\r\n"));
+}
+
 static void test_unchanged_fields_are_one_span(void **state)
 {
     (void)state;
@@ -197,6 +217,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_adds_forwarded_fields),
+        cmocka_unit_test(test_adds_proto_affinity_and_upgrade_fields),
         cmocka_unit_test(test_unchanged_fields_are_one_span),
         cmocka_unit_test(test_appends_to_existing_x_forwarded_for),
         cmocka_unit_test(test_removes_hop_by_hop_and_connection_named),
