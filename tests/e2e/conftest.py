@@ -1,7 +1,8 @@
 """pytest fixtures of the limpet end-to-end suite. See README.md.
 
 Fixtures
-  limpet        factory: limpet(config_dict, name="limpet", check_exit=True) -> Limpet
+  limpet        factory: limpet(config_dict, name="limpet", check_exit=True, extra_args=(),
+                preexec_fn=None) -> Limpet
                 (started, listening); stopped with SIGTERM at teardown, which
                 must give exit code 0 within 10 s.
   origin        factory: origin(name="o1", handler=None, idle_close=None, port=0, tls=None)
@@ -53,12 +54,12 @@ def pytest_runtest_call(item):
 def limpet(tmp_path):
     started = []
 
-    def start(config, name="limpet", check_exit=True, extra_args=()):
+    def start(config, name="limpet", check_exit=True, extra_args=(), preexec_fn=None):
         try:
             require_binary()
         except FileNotFoundError as e:
             pytest.fail(str(e), pytrace=False)
-        lp = Limpet(config, tmp_path, name=name, extra_args=extra_args)
+        lp = Limpet(config, tmp_path, name=name, extra_args=extra_args, preexec_fn=preexec_fn)
         lp.check_exit = check_exit
         started.append(lp)
         lp.start()

@@ -79,7 +79,7 @@ class Limpet:
     files next to it (so a chatty process never blocks on a pipe).
     """
 
-    def __init__(self, config, directory, name="limpet", extra_args=()):
+    def __init__(self, config, directory, name="limpet", extra_args=(), preexec_fn=None):
         require_binary()
         self.config = config
         self.dir = Path(directory)
@@ -89,6 +89,7 @@ class Limpet:
         self.stdout_path = self.dir / f"{name}.stdout"
         self.stderr_path = self.dir / f"{name}.stderr"
         self.extra_args = list(extra_args)
+        self.preexec_fn = preexec_fn  # runs in the child before exec (a sandbox, say)
         self.proc = None
         self.returncode = None
 
@@ -120,7 +121,7 @@ class Limpet:
         self.proc = subprocess.Popen(
             [str(LIMPET), "-c", str(self.config_path), *self.extra_args],
             stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
-            cwd=str(self.dir))
+            cwd=str(self.dir), preexec_fn=self.preexec_fn)
         for host, port in self.listen_addresses:
             if not wait_for_tcp(host, port, timeout=wait, proc=self.proc):
                 rc = self.proc.poll()

@@ -1,13 +1,16 @@
 """Both ways a worker drives plain connections: io_uring (the default) and
 epoll (LIMPET_IO=epoll, or a kernel without io_uring). The rest of the suite
-runs on the default; this file proves the default really is the ring, and
-runs one battery of behaviours through each: keep-alive affinity, Connection:
+runs on the default; this file proves the default really is the ring, that
+a kernel refusing io_uring leaves limpet on epoll (saying so), and runs one battery of behaviours through each: keep-alive affinity, Connection:
 close, pipelining, bodies larger than any one buffer both ways, a stale origin
 connection, a client leaving mid-response, a WebSocket tunnel."""
+import ctypes
 import hashlib
 import http.client
 import os
+import platform
 import socket
+import struct
 import time
 
 import pytest
@@ -48,6 +51,35 @@ def uring_usable():
         return True  # kernels before 6.6 have no such switch
 
 
+def deny_io_uring():
+    """Runs in limpet's child before exec: a seccomp filter makes io_uring_setup
+    fail with ENOSYS, as on a kernel built without io_uring or in a sandbox
+    that forbids it (Docker's default profile does). x86_64 only."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    audit_arch_x86_64, nr_io_uring_setup, enosys = 0xC000003E, 425, 38
+    ld_abs, jeq, ret = 0x20, 0x15, 0x06
+    allow, errno_ret = 0x7FFF0000, 0x00050000
+    prog = [
+        (ld_abs, 0, 0, 4),                        # A = seccomp_data.arch
+        (jeq, 0, 3, audit_arch_x86_64),           # another ABI: allow
+        (ld_abs, 0, 0, 0),                        # A = seccomp_data.nr
+        (jeq, 0, 1, nr_io_uring_setup),
+        (ret, 0, 0, errno_ret | enosys),
+        (ret, 0, 0, allow),
+    ]
+    raw = b"".join(struct.pack("=HBBI", *ins) for ins in prog)
+    buf = ctypes.create_string_buffer(raw, len(raw))
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = SockFprog(len(prog), ctypes.addressof(buf))
+    pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
+    if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0 or \
+            libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0) != 0:
+        os._exit(111)  # the test sees limpet never come up
+
+
 def cookie_config(origins, **kw):
     return basic_config(origins, steering="round_robin",
                         lb_extra={"session_affinity": "cookie"}, **kw)
@@ -65,6 +97,30 @@ def test_each_worker_has_a_ring_unless_epoll_is_chosen(limpet, origin, mode):
         assert "io_uring unavailable" not in lp.stderr_text()
     else:
         assert rings == 0, f"LIMPET_IO=epoll, yet {rings} io_uring descriptors"
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the seccomp filter is x86_64's")
+def test_without_io_uring_the_workers_say_so_and_serve_on_epoll(limpet, origin):
+    os_ = [origin(f"o{i}") for i in (1, 2)]
+    lp = limpet(cookie_config(os_, threads=2), preexec_fn=deny_io_uring)
+    conn = http.client.HTTPConnection("127.0.0.1", lp.port, timeout=10)
+    conn.request("GET", "/")
+    r = conn.getresponse()
+    r.read()
+    assert r.status == 200
+    cookie = r.getheader("Set-Cookie").split(";")[0]
+    home = r.getheader("X-Served-By")
+    for i in range(50):
+        conn.request("GET", f"/{i}", headers={"Cookie": cookie})
+        r = conn.getresponse()
+        r.read()
+        assert (r.status, r.getheader("X-Served-By")) == (200, home)
+    conn.close()
+    assert io_uring_fds(lp.pid) == 0
+    err = lp.stderr_text()
+    # said once (by the first worker), naming the reason
+    assert err.count("io_uring unavailable (Function not implemented): "
+                     "connections use epoll") == 1, err
 
 
 def test_keepalive_affinity_and_connection_close(limpet, origin, mode):
