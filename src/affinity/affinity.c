@@ -689,9 +689,9 @@ int affinity_reroute(const struct route_ctx *ctx, struct token_ctx *tokens,
         d->reason = fallback ? REASON_FALLBACK_POOL : REASON_NONE;
     else if (issues_route_cookie(ctx)) /* the route cookie names wherever it lands */
         d->set_route_cookie = d->reason != REASON_FAILOVER_TEMPORARY;
-    else if (d->reason == REASON_FAILOVER_STICKY ||
-             (d->reason != REASON_FAILOVER_TEMPORARY && uses_limpet_cookie(mode)))
-        issue_cookie(ctx, tokens, d);
+    else if (d->reason != REASON_FAILOVER_TEMPORARY && uses_limpet_cookie(mode))
+        issue_cookie(ctx, tokens, d); /* "sticky" moves the cookie; ip and app_cookie read
+                                       * none, so their sessions cannot move with one */
     return 0;
 }
 

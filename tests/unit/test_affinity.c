@@ -407,6 +407,45 @@ static void test_failover_sticky(void **state)
     env_fini(&e);
 }
 
+/* ip and app_cookie (prefix) read no limpet cookie: under "sticky" failover
+ * the request is served elsewhere and no cookie is set that nothing reads;
+ * the next request goes home again. */
+static void test_failover_sticky_sets_no_cookie_nothing_reads(void **state)
+{
+    (void)state;
+    static const char *lbs[] = {
+        WITH_ATTRS("ip", "'zero_downtime_failover':'sticky'"),
+        WITH_ATTRS("app_cookie", "'zero_downtime_failover':'sticky','app_cookie':"
+                                 "{'name':'JSESSIONID','mode':'prefix','separator':'~'}"),
+    };
+    for (size_t i = 0; i < sizeof(lbs) / sizeof(lbs[0]); i++) {
+        struct env e;
+        env_init(&e, env_snapshot(POOL_APP, lbs[i], ""));
+        env_client_ipv4(&e, 203, 0, 113, 7);
+        char line[128] = "";
+        if (i == 1) {
+            size_t p, o;
+            env_origin(&e, "app", "o2", &p, &o);
+            snprintf(line, sizeof(line), "Cookie: JSESSIONID=%s~abc\r\n",
+                     e.snap->aff->pools[p].app_prefix[o]);
+        }
+        struct affinity_decision d;
+        assert_int_equal(decide(&e, line, &d), 0);
+        assert_reason(&d, "hit");
+        long home = d.origin;
+        route_origin_failed(&e.ctx, (size_t)d.pool, (size_t)d.origin, -ECONNREFUSED);
+        assert_true(affinity_failover(&e.ctx, &d));
+        assert_reason(&d, "failover:sticky");
+        assert_int_equal(affinity_reroute(&e.ctx, e.tokens, &d), 0);
+        assert_int_not_equal(d.origin, home);
+        assert_false(d.set_cookie);
+        assert_false(d.set_route_cookie);
+        assert_string_equal(header_of(&e, &d), i == 0 ? "reassigned; previous=o1"
+                                                      : "reassigned; previous=o2");
+        env_fini(&e);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* fallback_pool                                                            */
 
@@ -1028,6 +1067,7 @@ int main(void)
         cmocka_unit_test(test_failover_none),
         cmocka_unit_test(test_failover_temporary),
         cmocka_unit_test(test_failover_sticky),
+        cmocka_unit_test(test_failover_sticky_sets_no_cookie_nothing_reads),
         cmocka_unit_test(test_fallback_pool),
         cmocka_unit_test(test_ip_same_address_same_origin),
         cmocka_unit_test(test_ip_ipv6_hashes_on_the_64),
