@@ -59,6 +59,7 @@ struct origin_row {
     const struct origin_shared *shared;
     struct origin_totals totals;
     bool monitored;
+    bool healthy;                  /* as reported: snapshot_origin_healthy */
     struct health_origin_stats health;
 };
 
@@ -144,6 +145,7 @@ static void write_origin_families(FILE *f, const struct control *ctl, const stru
             r->shared = s->pools[p].origins[o];
             view_origin_totals(ctl, r->shared, &r->totals);
             r->monitored = ctl->health && health_origin_stats(ctl->health, r->shared, &r->health);
+            r->healthy = snapshot_origin_healthy(s, p, o);
         }
 
     family(f, "limpet_origin_requests_total", "counter",
@@ -169,8 +171,7 @@ static void write_origin_families(FILE *f, const struct control *ctl, const stru
         }
     ORIGIN_FAMILY(f, rows, n, "limpet_origin_up", "gauge",
                   "1 when the origin is healthy (monitor and passive checks), else 0.",
-                  "%d", atomic_load(&r->shared->healthy) &&
-                            (r->monitored || !atomic_load(&r->shared->passive_out)) ? 1 : 0);
+                  "%d", r->healthy ? 1 : 0);
     family(f, "limpet_origin_state", "gauge",
            "The origin's administrative state: 1 for the current one.");
     for (size_t i = 0; i < n; i++)

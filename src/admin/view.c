@@ -331,8 +331,8 @@ json_t *view_origin(const struct control *ctl, const struct snapshot *s, size_t 
                      "weight", (json_int_t)co->weight,
                      "route", co->route,
                      "state", view_origin_state_name(co->state),
-                     "healthy", atomic_load(&os->healthy),
-                     "usable", snapshot_origin_usable(s, p, o),
+                     "healthy", snapshot_origin_healthy(s, p, o),
+                     "usable", snapshot_origin_usable(s, p, o) && snapshot_origin_healthy(s, p, o),
                      "draining_since", since,
                      "draining_for", draining_for,
                      "active_connections", (json_int_t)t.active,
@@ -351,8 +351,8 @@ json_t *view_pool(const struct control *ctl, const struct snapshot *s, size_t p)
     unsigned up = 0, usable = 0, draining = 0, disabled = 0;
     for (size_t o = 0; o < pool->num_origins; o++) {
         json_array_append_new(origins, view_origin(ctl, s, p, o));
-        up += atomic_load(&s->pools[p].origins[o]->healthy);
-        usable += snapshot_origin_usable(s, p, o);
+        up += snapshot_origin_healthy(s, p, o);
+        usable += snapshot_origin_usable(s, p, o) && snapshot_origin_healthy(s, p, o);
         draining += pool->origins[o].state == ORIGIN_DRAINING;
         disabled += pool->origins[o].state == ORIGIN_DISABLED;
     }

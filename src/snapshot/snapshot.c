@@ -37,6 +37,14 @@ bool snapshot_origin_usable(const struct snapshot *s, size_t pool, size_t origin
            atomic_load_explicit(&s->pools[pool].origins[origin]->healthy, memory_order_relaxed);
 }
 
+bool snapshot_origin_healthy(const struct snapshot *s, size_t pool, size_t origin)
+{
+    const struct origin_shared *os = s->pools[pool].origins[origin];
+    return atomic_load_explicit(&os->healthy, memory_order_relaxed) &&
+           (s->cfg->pools[pool].monitor ||
+            !atomic_load_explicit(&os->passive_out, memory_order_relaxed));
+}
+
 bool snapshot_find_origin(const struct snapshot *s, const char *pool, const char *origin,
                           size_t *pool_index, size_t *origin_index)
 {

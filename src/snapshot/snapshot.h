@@ -139,6 +139,9 @@ void snapshot_base_release(struct snapshot_base *b);
 
 /* Usable for new requests: healthy, enabled, weight > 0. */
 bool snapshot_origin_usable(const struct snapshot *s, size_t pool, size_t origin);
+/* Healthy as reported (API, dashboard, metrics): its monitor says so, or, in a
+ * pool without a monitor, live traffic has not taken it out (passive checks). */
+bool snapshot_origin_healthy(const struct snapshot *s, size_t pool, size_t origin);
 
 /* Looks up an origin by pool and origin name in s; returns false when absent. */
 bool snapshot_find_origin(const struct snapshot *s, const char *pool, const char *origin,

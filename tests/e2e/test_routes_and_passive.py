@@ -393,6 +393,10 @@ def test_origin_that_never_answers_is_taken_out(limpet, origin, silent, monitore
     assert quiet.accepted == accepted
     o = api.origin("app", "quiet")
     assert o["passive_failures"] == retries
+    # the API says what the metrics say: out, whether a monitor or live traffic took it out
+    assert (o["healthy"], o["usable"]) == (False, False), o
+    summary = api.get("/api/v1/pools/app").json["summary"]
+    assert (summary["up"], summary["usable"]) == (1, 1), summary
     fams = scrape(api)
     assert value(fams, "limpet_origin_passive_failures_total", pool="app", origin="quiet",
                  kind="timeout") == retries
