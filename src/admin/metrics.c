@@ -221,6 +221,31 @@ static void write_origin_families(FILE *f, const struct control *ctl, const stru
     free(rows);
 }
 
+/* The pools' queues (origins at max_connections): waiting now, refused. */
+static void write_pool_families(FILE *f, const struct snapshot *s)
+{
+    size_t n = s->cfg->num_pools;
+    family(f, "limpet_pool_queued", "gauge",
+           "Requests waiting in the pool's queue for an origin below max_connections.");
+    for (size_t p = 0; p < n; p++) {
+        fputs("limpet_pool_queued{pool=\"", f);
+        label_value(f, s->cfg->pools[p].name);
+        fprintf(f, "\"} %u\n", atomic_load(&s->pools[p].shared->queued));
+    }
+    family(f, "limpet_pool_queue_rejections_total", "counter",
+           "Requests answered 503 by the pool's queue: it was full, or the wait passed "
+           "queue.timeout.");
+    for (size_t p = 0; p < n; p++)
+        for (int timeout = 0; timeout <= 1; timeout++) {
+            const struct pool_shared *ps = s->pools[p].shared;
+            fputs("limpet_pool_queue_rejections_total{pool=\"", f);
+            label_value(f, s->cfg->pools[p].name);
+            fprintf(f, "\",reason=\"%s\"} %llu\n", timeout ? "timeout" : "full",
+                    (unsigned long long)atomic_load(timeout ? &ps->queue_timeouts
+                                                            : &ps->queue_full));
+        }
+}
+
 static void listener_label(FILE *f, const char *address)
 {
     fputs("{listener=\"", f);
@@ -304,6 +329,7 @@ char *metrics_render(struct admin *admin, size_t *len)
     const struct snapshot *s = snapshot_current();
     write_lb_families(f, ctl, s);
     write_origin_families(f, ctl, s);
+    write_pool_families(f, s);
     write_tls_families(f, ctl, s);
 
     uint64_t open, accepted;

@@ -362,7 +362,8 @@ json_t *view_pool(const struct control *ctl, const struct snapshot *s, size_t p)
         if (config_lb_uses_pool(l, p))
             json_array_append_new(lbs, json_string(l->name));
     }
-    return json_pack("{s:s, s:o, s:s, s:o, s:{s:i, s:i, s:i, s:i, s:i}, s:o}",
+    const struct pool_shared *ps = s->pools[p].shared;
+    return json_pack("{s:s, s:o, s:s, s:o, s:{s:i, s:i, s:i, s:i, s:i}, s:{s:I, s:I, s:I}, s:o}",
                      "name", pool->name,
                      "monitor", pool->monitor ? json_string(pool->monitor) : json_null(),
                      "origin_steering", steering_name(pool->origin_steering),
@@ -370,6 +371,9 @@ json_t *view_pool(const struct control *ctl, const struct snapshot *s, size_t p)
                      "summary", "origins", (int)pool->num_origins, "up", (int)up,
                      "usable", (int)usable, "draining", (int)draining,
                      "disabled", (int)disabled,
+                     "queue", "waiting", (json_int_t)atomic_load(&ps->queued),
+                     "full", (json_int_t)atomic_load(&ps->queue_full),
+                     "timed_out", (json_int_t)atomic_load(&ps->queue_timeouts),
                      "origins", origins);
 }
 

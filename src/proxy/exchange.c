@@ -914,6 +914,7 @@ enum step exchange_timeout(struct client *c)
 {
     struct exchange *ex = c->ex;
     if (ex->queued_in) {
+        atomic_fetch_add_explicit(&ex->queued_in->queue_timeouts, 1, memory_order_relaxed);
         client_send_error(c, 503); /* waited queue.timeout for a slot */
         return STEP_PROGRESS;
     }
@@ -978,6 +979,7 @@ static bool admit(struct client *c, enum step *step)
     unsigned max = s->cfg->pools[ex->aff.pool].queue.max;
     if (atomic_fetch_add(&ps->queued, 1) >= max) {
         atomic_fetch_sub(&ps->queued, 1);
+        atomic_fetch_add_explicit(&ps->queue_full, 1, memory_order_relaxed);
         client_send_error(c, 503);
         *step = STEP_PROGRESS;
         return false;

@@ -77,6 +77,8 @@ struct pool_shared {
     char *name;
     atomic_uint refs;               /* snapshot bases holding it */
     atomic_uint queued;             /* requests waiting in its queue, all workers */
+    atomic_ullong queue_full;       /* requests refused (503): the queue was full */
+    atomic_ullong queue_timeouts;   /* requests refused (503): waited queue.timeout */
 };
 
 struct listen_socket {

@@ -116,6 +116,8 @@ def test_metrics_format_and_families(limpet, origin):
         "limpet_origin_weight": "gauge",
         "limpet_origin_active_connections": "gauge",
         "limpet_origin_sessions_estimate": "gauge",
+        "limpet_pool_queued": "gauge",
+        "limpet_pool_queue_rejections_total": "counter",
         "limpet_health_checks_total": "counter",
         "limpet_health_state_changes_total": "counter",
         "limpet_client_connections": "gauge",
@@ -128,6 +130,8 @@ def test_metrics_format_and_families(limpet, origin):
     for name, type_ in expected.items():
         assert fams[name]["type"] == type_, name
     assert value(fams, "limpet_origin_up", pool="app", origin="o1") == 1
+    assert value(fams, "limpet_pool_queued", pool="app") == 0
+    assert value(fams, "limpet_pool_queue_rejections_total", pool="app", reason="full") == 0
     assert value(fams, "limpet_origin_state", pool="app", origin="o2", state="enabled") == 1
     assert value(fams, "limpet_origin_state", pool="app", origin="o2", state="draining") == 0
     reasons = {l["reason"] for _, l, _ in fams["limpet_affinity_decisions_total"]["samples"]}

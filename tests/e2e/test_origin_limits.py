@@ -23,8 +23,9 @@ import time
 import pytest
 
 from affinity_helpers import Session, affinity_config, get, log_entry, reload, tcp_monitor
-from harness import LIMPET, Reply, basic_config
+from harness import LIMPET, Reply, admin_client, basic_config, with_admin
 from limits_helpers import close_quietly, connect, read_response, served
+from test_metrics import scrape, value
 
 
 class Gauge:
@@ -113,8 +114,9 @@ def test_full_queue_gives_503_with_retry_after(limpet, origin):
     gauge = Gauge()
     o = origin("s1")
     o.handler = gauge.handler("s1", lambda req: 1.5 if req.target == "/first" else 0)
-    lp = limpet(basic_config([limited(o, 1)], threads=2, access="access.log",
-                             pool_extra={"queue": {"max": 1, "timeout": 10}}))
+    lp = limpet(with_admin(basic_config([limited(o, 1)], threads=2, access="access.log",
+                                        pool_extra={"queue": {"max": 1, "timeout": 10}})))
+    api = admin_client(lp)
     out = {}
     first = threading.Thread(target=lambda: out.update(first=timed(lp.port, "/first")))
     first.start()
@@ -126,6 +128,12 @@ def test_full_queue_gives_503_with_retry_after(limpet, origin):
     assert third.status == 503, third
     assert third.header("Retry-After"), f"503 without Retry-After: {third.headers}"
     assert took < 1.0, f"a full queue answered after {took:.2f}s"
+    # the operator sees it: one waiting, one refused because the queue was full
+    assert api.get("/api/v1/pools/app").json["queue"] == {"waiting": 1, "full": 1,
+                                                          "timed_out": 0}
+    fams = scrape(api)
+    assert value(fams, "limpet_pool_queued", pool="app") == 1
+    assert value(fams, "limpet_pool_queue_rejections_total", pool="app", reason="full") == 1
     first.join(10)
     second.join(10)
     assert out["first"][0].status == 200 and out["second"][0].status == 200
@@ -137,8 +145,8 @@ def test_full_queue_gives_503_with_retry_after(limpet, origin):
 def test_queue_timeout_gives_503_with_retry_after(limpet, origin):
     o = origin("s1")
     o.handler = Gauge().handler("s1", lambda req: 2.0 if req.target == "/long" else 0)
-    lp = limpet(basic_config([limited(o, 1)], access="access.log",
-                             pool_extra={"queue": {"max": 10, "timeout": 0.5}}))
+    lp = limpet(with_admin(basic_config([limited(o, 1)], access="access.log",
+                                        pool_extra={"queue": {"max": 10, "timeout": 0.5}})))
     out = {}
     long = threading.Thread(target=lambda: out.update(long=timed(lp.port, "/long")))
     long.start()
@@ -146,6 +154,11 @@ def test_queue_timeout_gives_503_with_retry_after(limpet, origin):
     r, took = timed(lp.port, "/waits")
     assert r.status == 503 and r.header("Retry-After"), r
     assert 0.4 < took < 1.8, f"answered after {took:.2f}s (queue.timeout 0.5)"
+    api = admin_client(lp)
+    assert api.get("/api/v1/pools/app").json["queue"] == {"waiting": 0, "full": 0,
+                                                          "timed_out": 1}
+    assert value(scrape(api), "limpet_pool_queue_rejections_total", pool="app",
+                 reason="timeout") == 1
     long.join(10)
     assert out["long"][0].status == 200
     assert "/waits" not in o.paths()
