@@ -39,14 +39,41 @@
 
 /* ---- tables (control thread) ---- */
 
+/* Without secret_file: one random key for the process, derived from a seed
+ * made at the first build, or handed over by the limpet this one replaces. */
 static pthread_once_t random_keys_once = PTHREAD_ONCE_INIT;
 static struct token_keys *random_keys;
+static uint8_t random_seed[TOKEN_SEED_BYTES];
+static long seed_from_pid;          /* > 0: random_seed came from that process */
 
 static void make_random_keys(void)
 {
-    random_keys = token_keys_random();
+    if (seed_from_pid > 0) {
+        random_keys = token_keys_from_seed(random_seed);
+        log_error("secret_file not set: affinity cookies are signed with the random key of "
+                  "pid %ld, which this limpet replaces; they will not survive a restart nor "
+                  "be shared between instances", seed_from_pid);
+        return;
+    }
+    if (token_random_seed(random_seed) == 0)
+        random_keys = token_keys_from_seed(random_seed);
     log_error("secret_file not set: affinity cookies are signed with a random key made at "
-              "start; they will not survive a restart nor be shared between instances");
+              "start; they survive an upgrade (--upgrade, SIGUSR2), not a restart, and are "
+              "not shared between instances");
+}
+
+void affinity_adopt_random_seed(const uint8_t seed[TOKEN_SEED_BYTES], long from_pid)
+{
+    memcpy(random_seed, seed, TOKEN_SEED_BYTES);
+    seed_from_pid = from_pid;
+}
+
+bool affinity_random_seed(uint8_t seed[TOKEN_SEED_BYTES])
+{
+    if (!random_keys)
+        return false;
+    memcpy(seed, random_seed, TOKEN_SEED_BYTES);
+    return true;
 }
 
 static int compare_origin_keys(const void *a, const void *b)

@@ -73,6 +73,14 @@ struct affinity_tables *affinity_tables_build(const struct snapshot *s, char *er
                                               size_t err_size);
 void affinity_tables_free(struct affinity_tables *t, const struct snapshot *s);
 
+/* Without secret_file the cookies are signed with a random key. An upgrade
+ * hands its seed to the successor (control thread): affinity_random_seed()
+ * gives it (false when no random key was made: a secret_file is used), and
+ * affinity_adopt_random_seed(), called before the first snapshot is built,
+ * makes the successor sign and verify with the same key. */
+bool affinity_random_seed(uint8_t seed[TOKEN_SEED_BYTES]);
+void affinity_adopt_random_seed(const uint8_t seed[TOKEN_SEED_BYTES], long from_pid);
+
 /* The origin a client connection's first request went to: its keyless
  * requests follow it (SPEC §3). Zeroed with the connection. */
 struct affinity_pin {

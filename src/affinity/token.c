@@ -203,19 +203,29 @@ int token_keys_load(const char *path, struct token_keys **out, char *err, size_t
     return rc;
 }
 
-struct token_keys *token_keys_random(void)
+int token_random_seed(uint8_t seed[TOKEN_SEED_BYTES])
 {
-    uint8_t ikm[32];
+    return RAND_bytes(seed, TOKEN_SEED_BYTES) == 1 ? 0 : -1;
+}
+
+struct token_keys *token_keys_from_seed(const uint8_t seed[TOKEN_SEED_BYTES])
+{
     struct token_keys *keys = calloc(1, sizeof *keys);
     if (!keys)
         return NULL;
-    if (RAND_bytes(ikm, sizeof ikm) != 1 || key_derive(ikm, sizeof ikm, &keys->key[0]) < 0) {
-        OPENSSL_cleanse(ikm, sizeof ikm);
+    if (key_derive(seed, TOKEN_SEED_BYTES, &keys->key[0]) < 0) {
         token_keys_free(keys);
         return NULL;
     }
-    OPENSSL_cleanse(ikm, sizeof ikm);
     keys->count = 1;
+    return keys;
+}
+
+struct token_keys *token_keys_random(void)
+{
+    uint8_t seed[TOKEN_SEED_BYTES];
+    struct token_keys *keys = token_random_seed(seed) == 0 ? token_keys_from_seed(seed) : NULL;
+    OPENSSL_cleanse(seed, sizeof seed);
     return keys;
 }
 

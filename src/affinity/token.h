@@ -88,6 +88,13 @@ int token_keys_parse(const char *name, const char *text, size_t len,
 /* One random 32-byte key (no secret_file). NULL when out of memory or entropy. */
 struct token_keys *token_keys_random(void);
 
+/* The same, from a seed of TOKEN_SEED_BYTES the caller keeps (and may hand to
+ * a successor: equal seeds give equal keys). token_random_seed() makes one;
+ * it returns -1 when the system has no entropy to give. */
+#define TOKEN_SEED_BYTES 32
+int token_random_seed(uint8_t seed[TOKEN_SEED_BYTES]);
+struct token_keys *token_keys_from_seed(const uint8_t seed[TOKEN_SEED_BYTES]);
+
 /* Wipes and frees; NULL is fine. */
 void token_keys_free(struct token_keys *keys);
 

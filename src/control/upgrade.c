@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "admin/admin.h"
+#include "affinity/affinity.h"
 #include "control/control.h"
 #include "control/owner.h"
 #include "control/snapshot_build.h"
@@ -202,6 +203,24 @@ static int find_running(const struct config *cfg, const char *config_path)
     return owner_connect(key);
 }
 
+/* "KEY <64 hex digits>": the old process's random affinity key seed. */
+static int adopt_key(const char *hex)
+{
+    uint8_t seed[TOKEN_SEED_BYTES];
+    if (strlen(hex) != 2 * sizeof(seed))
+        return -EPROTO;
+    for (size_t i = 0; i < 2 * sizeof(seed); i++) {
+        char ch = hex[i];
+        int v = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+        if (v < 0)
+            return -EPROTO;
+        seed[i / 2] = (uint8_t)(i % 2 ? seed[i / 2] | v : v << 4);
+    }
+    affinity_adopt_random_seed(seed, old_pid);
+    explicit_bzero(seed, sizeof(seed));
+    return 0;
+}
+
 /* Reads the sockets the old process sends, up to END. 0 or -1 (logged). */
 static int receive_sockets(int fd)
 {
@@ -220,10 +239,13 @@ static int receive_sockets(int fd)
             rc = taken_add(UPGRADE_LISTEN, address, fds, nfds);
         else if (sscanf(msg, "ADMIN %63s", address) == 1 && nfds == 1)
             rc = taken_add(UPGRADE_ADMIN, address, fds, nfds);
+        else if (strncmp(msg, "KEY ", 4) == 0 && nfds == 0)
+            rc = adopt_key(msg + 4);
         else if (strcmp(msg, "END") == 0 && nfds == 0)
             return 0;
         else
             rc = -EPROTO;
+        explicit_bzero(msg, sizeof(msg));
         if (rc < 0) {
             if (rc == -EPROTO) {
                 close_all(fds, nfds);
@@ -409,6 +431,19 @@ static int send_sockets(int fd)
     if (admin_fd >= 0 && addr_parse(admin_address, &a, &why) == 0) {
         snprintf(msg, sizeof(msg), "ADMIN %s", addr_format(&a, address, sizeof(address)));
         int rc = send_msg(fd, msg, &admin_fd, 1);
+        if (rc < 0)
+            return rc;
+    }
+    /* Without secret_file, the successor signs with the same random key, so
+     * the sessions' cookies stay valid across the upgrade. */
+    uint8_t seed[TOKEN_SEED_BYTES];
+    if (affinity_random_seed(seed)) {
+        int n = snprintf(msg, sizeof(msg), "KEY ");
+        for (size_t i = 0; i < sizeof(seed); i++)
+            n += snprintf(msg + n, sizeof(msg) - (size_t)n, "%02x", seed[i]);
+        int rc = send_msg(fd, msg, NULL, 0);
+        explicit_bzero(seed, sizeof(seed));
+        explicit_bzero(msg, sizeof(msg));
         if (rc < 0)
             return rc;
     }

@@ -13,6 +13,9 @@
  *                                         the address, one per old worker; an
  *                                         address with many comes in several)
  *               ADMIN <address>         + the admin API's listening socket
+ *               KEY <hex>               the seed of its random affinity key (only
+ *                                         without secret_file: the successor signs
+ *                                         with the same key, so cookies stay valid)
  *               END                     (or BUSY / REFUSED <why>: nothing taken)
  *   new         builds its snapshot over the sockets taken (opening more when it
  *               runs more workers, keeping them all when fewer), starts its

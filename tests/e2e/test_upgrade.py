@@ -455,6 +455,36 @@ def test_upgrade_to_other_thread_counts_serves_every_connection(limpet, origin):
     assert "(2 listening sockets)" in procs[2].stderr_text()
 
 
+def test_cookies_without_secret_file_stay_valid_across_upgrades(limpet, origin):
+    """No secret_file: cookies are signed with a random key, which each upgrade
+    hands to the new process (two generations here), so a session stays a hit
+    on its origin; a limpet started afresh makes a new key and the cookie is
+    refused as invalid."""
+    os_ = [origin(f"s{i}") for i in (1, 2, 3)]
+    cfg = basic_config(os_, steering="round_robin", lb_extra={"session_affinity": "cookie"},
+                       timeouts={"grace": 10})
+    assert "secret_file" not in cfg
+    gen = limpet(cfg, name="gen1")
+    r = http_request(gen.port, "GET", "/first")
+    cookie, home = r.header("Set-Cookie").split(";")[0], r.header("X-Served-By")
+    assert cookie.startswith("__limpet=")
+    for n in (2, 3):
+        new = limpet(cfg, name=f"gen{n}", extra_args=["--upgrade"])
+        took_over(new.stderr_text)
+        assert gen.wait(10) == 0, gen.stderr_text()[-2000:]
+        assert f"signed with the random key of pid {gen.pid}" in new.stderr_text()
+        for i in range(12):
+            r = http_request(new.port, "GET", f"/gen{n}/{i}", headers={"Cookie": cookie})
+            assert (r.status, r.header("X-Served-By")) == (200, home), r
+            assert r.header("Set-Cookie") is None, r  # still valid: nothing to re-issue
+        gen = new
+    gen.stop()
+    fresh = limpet(cfg, name="fresh")
+    wait_until(lambda: "random key made at start" in fresh.stderr_text(), 5, "fresh key logged")
+    r = http_request(fresh.port, "GET", "/fresh", headers={"Cookie": cookie})
+    assert r.status == 200 and r.header("Set-Cookie", "").startswith("__limpet="), r
+
+
 def test_failed_upgrade_leaves_the_running_limpet_serving(limpet, origin, tmp_path):
     """A new process that takes the sockets and then fails to start (its admin
     address is taken) exits 1; the running limpet never stopped accepting
