@@ -65,6 +65,36 @@ static int teardown_dir(void **state)
 
 /* ------------------------------------------------------------------------ */
 
+/* Keys from one seed are the same keys (an upgrade hands the seed on); another
+ * seed's keys reject the cookie. */
+static void test_keys_from_a_seed(void **state)
+{
+    (void)state;
+    uint8_t seed[TOKEN_SEED_BYTES], other[TOKEN_SEED_BYTES];
+    assert_int_equal(token_random_seed(seed), 0);
+    assert_int_equal(token_random_seed(other), 0);
+    assert_memory_not_equal(seed, other, TOKEN_SEED_BYTES);
+    struct token_keys *a = token_keys_from_seed(seed), *b = token_keys_from_seed(seed),
+                      *c = token_keys_from_seed(other);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(c);
+    struct token_ctx *ca = token_ctx_new(a), *cb = token_ctx_new(b), *cc = token_ctx_new(c);
+    char text[TOKEN_TEXT_MAX + 1];
+    assert_int_equal(token_issue(ca, token_origin_key(a, "app", "s1"), NULL, T0, text),
+                     TOKEN_TEXT_MAX);
+    struct token t;
+    assert_int_equal(token_verify(cb, text, TOKEN_TEXT_MAX, T0, 3600, 0, &t), TOKEN_VALID);
+    assert_true(t.origin_key == token_origin_key(b, "app", "s1"));
+    assert_int_not_equal(token_verify(cc, text, TOKEN_TEXT_MAX, T0, 3600, 0, &t), TOKEN_VALID);
+    token_ctx_free(ca);
+    token_ctx_free(cb);
+    token_ctx_free(cc);
+    token_keys_free(a);
+    token_keys_free(b);
+    token_keys_free(c);
+}
+
 static void test_round_trip(void **state)
 {
     (void)state;
@@ -520,6 +550,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_keys_from_a_seed),
         cmocka_unit_test(test_fresh_session_ids_differ),
         cmocka_unit_test(test_text_is_cookie_safe),
         cmocka_unit_test(test_every_single_change_rejected),
