@@ -154,6 +154,23 @@ class Proc:
                 pass
         return total
 
+    def thread_ticks(self):
+        """{tid: utime + stime} of every thread of the tree."""
+        ticks = {}
+        for pid in self.pids():
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                        rest = f.read().rsplit(")", 1)[1].split()
+                    ticks[int(tid)] = int(rest[11]) + int(rest[12])
+                except (OSError, IndexError):
+                    pass
+        return ticks
+
     def rss_kib(self):
         total = 0
         for pid in self.pids():
@@ -196,6 +213,16 @@ class Proc:
             except (ProcessLookupError, PermissionError):
                 pass
         self.log.close()
+
+
+ORIGIN_PROCS = []  # the three nginx origins, for their CPU per request
+
+
+def machine_ticks():
+    """(idle + iowait, all) clock ticks of the whole machine, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return v[3] + v[4], sum(v)
 
 
 def port_free(port):
@@ -483,19 +510,39 @@ def run_wrk(b, path="/", threads=1, conns=CONNS, secs=SECONDS, headers=(), tls=F
     for h in headers:
         argv += ["-H", h]
     argv.append(b.url(path, tls=tls))
-    before = b.proc.cpu_ticks()
+    before, threads_before = b.proc.cpu_ticks(), b.proc.thread_ticks()
+    origins_before = sum(o.cpu_ticks() for o in ORIGIN_PROCS)
+    idle_before, all_before = machine_ticks()
+    kids_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
     try:
         r = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 30)
         out = r.stdout + r.stderr
     except subprocess.TimeoutExpired as e:
         out = f"wrk timed out\n{e.stdout or ''}"
-    after = b.proc.cpu_ticks()
+    wall = time.monotonic() - t0
+    kids_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    idle_after, all_after = machine_ticks()
+    origins_after = sum(o.cpu_ticks() for o in ORIGIN_PROCS)
+    after, threads_after = b.proc.cpu_ticks(), b.proc.thread_ticks()
     check_alive(f"during wrk against {b.key}")
     res = parse_wrk(out)
     if not res or res["requests"] == 0:
         say(f"  {b.key}: wrk gave no result:\n{out}")
         return None
-    res["cpu_us"] = (after - before) * 1e6 / CLK_TCK / res["requests"]
+    n = res["requests"]
+    res["cpu_us"] = (after - before) * 1e6 / CLK_TCK / n
+    # where the machine's time went: wrk (the only child that ran meanwhile), the
+    # origins, everything (from /proc/stat), how idle it stayed, and how busy the
+    # balancer's busiest thread was (1.0 = a whole core: it set the pace)
+    res["wrk_us"] = ((kids_after.ru_utime + kids_after.ru_stime)
+                     - (kids_before.ru_utime + kids_before.ru_stime)) * 1e6 / n
+    res["origins_us"] = (origins_after - origins_before) * 1e6 / CLK_TCK / n
+    busy_all = (all_after - all_before) - (idle_after - idle_before)
+    res["machine_us"] = busy_all * 1e6 / CLK_TCK / n
+    res["idle_pct"] = 100.0 * (idle_after - idle_before) / max(1, all_after - all_before)
+    res["busiest"] = max((threads_after[t] - threads_before.get(t, 0) for t in threads_after),
+                         default=0) / CLK_TCK / wall
     res["argv"] = " ".join(argv)
     return res
 
@@ -782,7 +829,8 @@ def svg_chart(rows, path):
 
 
 # Lines every start or stop writes: not worth a note.
-BENIGN = re.compile(r"limpet: listening on |SIGTERM: stopping|limpet: stopped|\[notice\]")
+BENIGN = re.compile(r"limpet: listening on |SIGTERM: stopping|limpet: stopped|"
+                    r"listening sockets shut: new connections are refused|\[notice\]")
 
 
 def report(m, res, started, elapsed):
@@ -919,7 +967,34 @@ def report(m, res, started, elapsed):
                               for k in ("haproxy", "nginx", "floor")) + " |")
     L += ["", "![limpet ÷ HAProxy and limpet ÷ nginx per figure](ratios.svg)", ""]
 
+    L += ["## Where the machine's time goes", "",
+          f"The load generator, the origins and the balancer share {m['nproc']} cores. Per "
+          "request, over the same wrk runs as above (medians): CPU µs of the balancer, of wrk, "
+          "of the three origins, and of the whole machine (every process and the kernel, from "
+          "`/proc/stat`); how much of the machine stayed idle; and how busy the balancer's "
+          "busiest thread was (100 % = a whole core). A balancer whose busiest thread is near "
+          "100 % sets the pace itself; one well below it does not, and its requests/s is about "
+          "cores × (1 − idle) ÷ the whole machine's µs per request, of which wrk and the "
+          "origins are the larger part.", "",
+          "| run | balancer | req/s | balancer µs/req | wrk µs/req | origins µs/req "
+          "| machine µs/req | machine idle | busiest balancer thread |",
+          "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     T = res["threads"]
+    for run, runs, keys in ((f"sticky keep-alive, wrk -t1 -c{CONNS}", res["sticky"], MAIN),
+                            (f"1 worker thread, wrk -t2 -c{CONNS}", T,
+                             ("haproxy", "nginx", "limpet")),
+                            (f"2 worker threads, wrk -t2 -c{CONNS}", T,
+                             ("haproxy-2t", "nginx-2t", "limpet-2t"))):
+        for k in keys:
+            rs = runs.get(k)
+            idle, busiest = med(rs, "idle_pct"), med(rs, "busiest")
+            L.append(f"| {run} | {LABEL[k.split('-')[0]]} | {fmt(med(rs, 'rps'), 'rps')} | "
+                     + " | ".join(fmt(med(rs, f), "us") for f in
+                                  ("cpu_us", "wrk_us", "origins_us", "machine_us"))
+                     + f" | {'—' if idle is None else f'{idle:.0f} %'} | "
+                     f"{'—' if busiest is None else f'{busiest * 100:.0f} %'} |")
+    L.append("")
+
     L += ["## 1 → 2 worker threads", "",
           f"`wrk -t2 -c{CONNS}`, sticky keep-alive. wrk needs CPU too and there are "
           f"{m['nproc']} cores, so the gain is bounded well below 2×.", "",
@@ -1043,6 +1118,7 @@ def main():
             write(cfg, origin_conf(tmp, i, port))
             p = Proc(f"o{i}", ["nginx", "-p", tmp, "-c", cfg, "-e", f"{tmp}/o{i}.err"], tmp)
             procs.append(p)
+            ORIGIN_PROCS.append(p)
             wait_ready(p, port)
         say("origins up: " + ", ".join(f"127.0.0.1:{p}" for p in ORIGIN_PORTS))
 
