@@ -67,6 +67,18 @@ static int teardown_dir(void **state)
 
 /* Keys from one seed are the same keys (an upgrade hands the seed on); another
  * seed's keys reject the cookie. */
+/* Frees the three contexts and their three key sets a test compared. */
+static void free_three(struct token_ctx *ca, struct token_ctx *cb, struct token_ctx *cc,
+                       struct token_keys *a, struct token_keys *b, struct token_keys *c)
+{
+    token_ctx_free(ca);
+    token_ctx_free(cb);
+    token_ctx_free(cc);
+    token_keys_free(a);
+    token_keys_free(b);
+    token_keys_free(c);
+}
+
 static void test_keys_from_a_seed(void **state)
 {
     (void)state;
@@ -87,12 +99,7 @@ static void test_keys_from_a_seed(void **state)
     assert_int_equal(token_verify(cb, text, TOKEN_TEXT_MAX, T0, 3600, 0, &t), TOKEN_VALID);
     assert_true(t.origin_key == token_origin_key(b, "app", "s1"));
     assert_int_not_equal(token_verify(cc, text, TOKEN_TEXT_MAX, T0, 3600, 0, &t), TOKEN_VALID);
-    token_ctx_free(ca);
-    token_ctx_free(cb);
-    token_ctx_free(cc);
-    token_keys_free(a);
-    token_keys_free(b);
-    token_keys_free(c);
+    free_three(ca, cb, cc, a, b, c);
 }
 
 static void test_round_trip(void **state)
@@ -274,12 +281,7 @@ static void test_wrong_key_is_bad_mac(void **state)
     assert_int_equal(token_verify(ca, text, TOKEN_TEXT_MAX, T0, 0, 0, NULL), TOKEN_VALID);
     assert_int_equal(token_verify(cb, text, TOKEN_TEXT_MAX, T0, 0, 0, NULL), TOKEN_BAD_MAC);
     assert_int_equal(token_verify(cc, text, TOKEN_TEXT_MAX, T0, 0, 0, NULL), TOKEN_BAD_MAC);
-    token_ctx_free(ca);
-    token_ctx_free(cb);
-    token_ctx_free(cc);
-    token_keys_free(a);
-    token_keys_free(b);
-    token_keys_free(c);
+    free_three(ca, cb, cc, a, b, c);
 }
 
 static void test_key_rotation(void **state)
