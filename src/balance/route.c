@@ -175,10 +175,11 @@ void route_slot_release(struct origin_shared *held)
         atomic_fetch_sub_explicit(&held->in_flight, 1, memory_order_acq_rel);
 }
 
-/* slow_start: whether a new session passes over origin (p, o) this time —
- * with probability 1 - elapsed/slow_start (at most 99%) after it came back,
- * so its share grows linearly from near 0 to its weight's. */
-static bool slow_start_skips(const struct route_ctx *ctx, size_t p, size_t o)
+/* slow_start: whether a new session passes over origin (p, o) — when draw
+ * (uniform over 64 bits) falls beyond elapsed/slow_start of the way (at least
+ * 1%) since it came back, so its share grows linearly from near 0 to its
+ * weight's. */
+static bool slow_start_skips(const struct route_ctx *ctx, size_t p, size_t o, uint64_t draw)
 {
     double ramp_ms = ctx->snap->cfg->pools[p].origins[o].slow_start * 1000.0;
     if (ramp_ms <= 0)
@@ -193,13 +194,15 @@ static bool slow_start_skips(const struct route_ctx *ctx, size_t p, size_t o)
     double share = elapsed / ramp_ms;
     if (share < 0.01)
         share = 0.01;
-    return (double)(steer_random(ctx->rng) % 1000000) >= share * 1000000.0;
+    return (double)(draw % 1000000) >= share * 1000000.0;
 }
 
 /* Picks among the candidates of pool p (ctx->candidates, at least one): the
  * client's origin first for hash steering; origins at max_connections only
  * when none has room (never with room_only); slow_start thinning ramping
- * origins while another candidate is left. Returns the index or -1. */
+ * origins while another candidate is left (for hash steering by a draw from
+ * the client's address, so a client keeps its answer while the share grows).
+ * Returns the index or -1. */
 static long pick_candidate(const struct route_ctx *ctx, size_t p, bool room_only)
 {
     const struct snapshot *s = ctx->snap;
@@ -219,13 +222,19 @@ static long pick_candidate(const struct route_ctx *ctx, size_t p, bool room_only
     }
     if (pool->origin_steering == STEER_HASH) {
         uint8_t key[16];
-        long o = maglev_lookup(&s->hash[p].usable, maglev_hash(key, route_client_key(ctx, key)));
-        if (o >= 0 && candidate[o])
-            return o;
-        /* the client's origin was tried already (or is full): any other will do */
+        size_t len = route_client_key(ctx, key);
+        uint64_t h = maglev_hash(key, len);
+        long o = maglev_lookup(&s->hash[p].usable, h);
+        if (o >= 0 && candidate[o]) {
+            if (left == 1 || !slow_start_skips(ctx, p, (size_t)o, maglev_hash_seeded(key, len, h)))
+                return o;
+            candidate[o] = false; /* ramping up, and not yet for this client */
+            left--;
+        }
+        /* the client's origin was tried already, is full or ramping: any other will do */
     }
     for (size_t o = 0; o < n && left > 1; o++) {
-        if (candidate[o] && slow_start_skips(ctx, p, o)) {
+        if (candidate[o] && slow_start_skips(ctx, p, o, steer_random(ctx->rng))) {
             candidate[o] = false;
             left--;
         }

@@ -3,7 +3,7 @@
  * affinity move a waiting new session makes): max_connections slots shared
  * through origin_shared, choosing past full origins, the choice a queued new
  * session makes when a slot frees, and slow_start thinning a returning
- * origin's share of new sessions. Real snapshots from config text
+ * origin's share of new sessions (also under hash steering). Real snapshots from config text
  * (route_env.h); nothing connects anywhere.
  */
 #include <setjmp.h>
@@ -237,6 +237,71 @@ static void test_slow_start_alone_still_chosen(void **state)
     env_fini(&e);
 }
 
+/* hash steering: a client's draw comes from its address, so while o2 ramps
+ * up a client keeps its answer, the share grows linearly, and a client o2
+ * has taken back stays with it */
+enum { HASH_CLIENTS = 2000 };
+
+static long hash_choice(struct env *e, int i)
+{
+    env_client_ipv4(e, 10, (uint8_t)(i >> 8), (uint8_t)i, 7);
+    return choose(e);
+}
+
+static void test_slow_start_with_hash_steering(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e, env_snapshot(
+        "{'name':'app','origin_steering':'hash','origins':["
+        "{'name':'o1','address':'127.0.0.1:9001'},"
+        "{'name':'o2','address':'127.0.0.1:9002','slow_start':10}]}", LB_APP, ""));
+    size_t p, o2;
+    struct origin_shared *os = env_origin(&e, "app", "o2", &p, &o2);
+    static long home[HASH_CLIENTS];
+    static bool at25[HASH_CLIENTS];
+    unsigned homed = 0;
+    for (int i = 0; i < HASH_CLIENTS; i++) {
+        home[i] = hash_choice(&e, i);
+        homed += home[i] == (long)o2;
+    }
+    assert_true(homed > HASH_CLIENTS / 3 && homed < HASH_CLIENTS * 2 / 3);
+    /* just came back: almost none of its clients */
+    atomic_store(&os->up_since_ms, e.ctx.now_ms);
+    unsigned n0 = 0;
+    for (int i = 0; i < HASH_CLIENTS; i++)
+        n0 += hash_choice(&e, i) == (long)o2;
+    assert_true(n0 < homed / 20);
+    /* a quarter of the way: about a quarter of them, each client the same
+     * twice, and only clients whose home it is */
+    e.ctx.now_ms += 2500;
+    unsigned n25 = 0;
+    for (int i = 0; i < HASH_CLIENTS; i++) {
+        long o = hash_choice(&e, i);
+        assert_int_equal(hash_choice(&e, i), o);
+        at25[i] = o == (long)o2;
+        if (at25[i])
+            assert_int_equal(home[i], (long)o2);
+        n25 += at25[i];
+    }
+    assert_true(n25 > homed * 15 / 100 && n25 < homed * 35 / 100);
+    /* half-way: more, and every client taken back at a quarter still there */
+    e.ctx.now_ms += 2500;
+    unsigned n50 = 0;
+    for (int i = 0; i < HASH_CLIENTS; i++) {
+        bool on = hash_choice(&e, i) == (long)o2;
+        if (at25[i])
+            assert_true(on);
+        n50 += on;
+    }
+    assert_true(n50 > homed * 40 / 100 && n50 < homed * 60 / 100);
+    /* the ramp is over: every client at home again */
+    e.ctx.now_ms += 5000;
+    for (int i = 0; i < HASH_CLIENTS; i++)
+        assert_int_equal(hash_choice(&e, i), home[i]);
+    env_fini(&e);
+}
+
 /* ---- a waiting new session moves within its pool ---- */
 
 static void test_move_within_pool_reissues_cookie(void **state)
@@ -281,6 +346,7 @@ int main(void)
         cmocka_unit_test(test_hash_steering_leaves_a_full_origin),
         cmocka_unit_test(test_slow_start_ramps_linearly),
         cmocka_unit_test(test_slow_start_alone_still_chosen),
+        cmocka_unit_test(test_slow_start_with_hash_steering),
         cmocka_unit_test(test_move_within_pool_reissues_cookie),
     };
     return cmocka_run_group_tests(tests, env_setup_dir, env_teardown_dir);
