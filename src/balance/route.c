@@ -175,26 +175,30 @@ void route_slot_release(struct origin_shared *held)
         atomic_fetch_sub_explicit(&held->in_flight, 1, memory_order_acq_rel);
 }
 
-/* slow_start: whether a new session passes over origin (p, o) — when draw
- * (uniform over 64 bits) falls beyond elapsed/slow_start of the way (at least
- * 1%) since it came back, so its share grows linearly from near 0 to its
- * weight's. */
-static bool slow_start_skips(const struct route_ctx *ctx, size_t p, size_t o, uint64_t draw)
+/* slow_start: the share of its weight origin (p, o) takes of new sessions —
+ * elapsed/slow_start of the way since it came back (at least 1%), or 1 when
+ * it is not ramping up. */
+static double slow_start_share(const struct route_ctx *ctx, size_t p, size_t o)
 {
     double ramp_ms = ctx->snap->cfg->pools[p].origins[o].slow_start * 1000.0;
     if (ramp_ms <= 0)
-        return false;
+        return 1.0;
     const struct origin_shared *os = ctx->snap->pools[p].origins[o];
     uint64_t since = atomic_load_explicit(&os->up_since_ms, memory_order_relaxed);
     if (since == 0)
-        return false;
+        return 1.0;
     double elapsed = ctx->now_ms > since ? (double)(ctx->now_ms - since) : 0.0;
     if (elapsed >= ramp_ms)
-        return false;
+        return 1.0;
     double share = elapsed / ramp_ms;
-    if (share < 0.01)
-        share = 0.01;
-    return (double)(draw % 1000000) >= share * 1000000.0;
+    return share < 0.01 ? 0.01 : share;
+}
+
+/* Whether a new session whose draw (uniform over 64 bits) falls beyond that
+ * share passes over the origin. */
+static bool beyond_share(double share, uint64_t draw)
+{
+    return share < 1.0 && (double)(draw % 1000000) >= share * 1000000.0;
 }
 
 /* Picks among the candidates of pool p (ctx->candidates, at least one): the
@@ -226,7 +230,8 @@ static long pick_candidate(const struct route_ctx *ctx, size_t p, bool room_only
         uint64_t h = maglev_hash(key, len);
         long o = maglev_lookup(&s->hash[p].usable, h);
         if (o >= 0 && candidate[o]) {
-            if (left == 1 || !slow_start_skips(ctx, p, (size_t)o, maglev_hash_seeded(key, len, h)))
+            double share = slow_start_share(ctx, p, (size_t)o);
+            if (left == 1 || share >= 1.0 || !beyond_share(share, maglev_hash_seeded(key, len, h)))
                 return o;
             candidate[o] = false; /* ramping up, and not yet for this client */
             left--;
@@ -234,7 +239,8 @@ static long pick_candidate(const struct route_ctx *ctx, size_t p, bool room_only
         /* the client's origin was tried already, is full or ramping: any other will do */
     }
     for (size_t o = 0; o < n && left > 1; o++) {
-        if (candidate[o] && slow_start_skips(ctx, p, o, steer_random(ctx->rng))) {
+        double share = candidate[o] ? slow_start_share(ctx, p, o) : 1.0;
+        if (share < 1.0 && beyond_share(share, steer_random(ctx->rng))) {
             candidate[o] = false;
             left--;
         }
