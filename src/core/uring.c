@@ -7,6 +7,19 @@
  * orphan list until none is, then its descriptor is closed and the record
  * freed. Completions are handled in order, and the owner's callback runs
  * last in each handler: it may release (and so free) the connection.
+ *
+ * Receives are multishot where the kernel can cap them: one armed receive
+ * posts a completion for each piece of input until UR_MSHOT_CAP bytes came,
+ * the input ends or fails, or the buffer pool runs dry, so a keep-alive
+ * request arms none. Elsewhere a receive takes one buffer. The buffers filled
+ * wait on the connection's queue (linked through the ring's per-buffer
+ * table) until the owner reads them, and the next receive is armed only once
+ * it has read everything: a connection holds at most what one receive took.
+ * When that filled a whole buffer the socket may hold more, and the owner's
+ * next read takes it directly (recv), as a bulk transfer wants. When the pool
+ * runs low, input for a connection that already holds a buffer is copied to
+ * its spill and the buffer goes back at once, so small pieces left unread
+ * cannot starve the other connections of buffers.
  */
 #include "core/uring.h"
 
@@ -30,6 +43,9 @@ enum {
     UR_BUFS = 128,               /* receive buffers per ring (power of two): 2 MiB, touched
                                   * as the kernel cycles through them */
     UR_BGID = 1,                 /* their buffer group */
+    UR_LOW = UR_BUFS / 4,        /* fewer free buffers than this: the pool runs low */
+    UR_MSHOT_CAP = UR_BUF_SIZE,  /* bytes one multishot receive takes at most */
+    UR_NIL = 0xffff,             /* no buffer (end of a connection's queue) */
     UR_OUT_SIZE = 16384,         /* writes up to this are copied and queued */
     UR_OUT_KEEP = 64,            /* free send buffers kept for reuse */
     UR_ORPHAN_SEND_MS = 30000,   /* a released connection's send may wait this long */
@@ -45,37 +61,48 @@ enum { OP_EPOLL = 1, OP_RECV, OP_SEND, OP_POLLOUT, OP_CANCEL /* or a close: noth
 enum { P_RECV = 1 << 0, P_SEND = 1 << 1, P_POLLOUT = 1 << 2 };
 /* ur_conn.flags */
 enum {
-    F_EOF = 1 << 0,        /* the peer finished: reads return 0 */
-    F_RECV_ERR = 1 << 1,   /* reads fail with recv_err */
-    F_MORE = 1 << 2,       /* the stash came from a full buffer: the socket may hold more */
+    F_EOF = 1 << 0,        /* the peer finished: reads return 0 once the queue is read */
+    F_RECV_ERR = 1 << 1,   /* reads fail with recv_err once the queue is read */
+    F_PAUSED = 1 << 2,     /* a receive ended (its cap, the pool, or a single one)
+                            * with input unread: none is armed before all is read */
     F_SHUT = 1 << 3,       /* shutdown(SHUT_WR) once the send in flight is done */
     F_RELEASED = 1 << 4,   /* the owner is gone */
     F_STARVED = 1 << 5,    /* a receive found no free buffer: re-armed when one is back */
     F_CONNECTING = 1 << 6, /* the receive is armed once the connect is done (a receive
                             * would take the error SO_ERROR must report) */
-    F_UNARMED = 1 << 7,    /* a read stopped with the socket maybe not empty and no receive
-                            * armed: one is armed before the next wait (the `unarmed` list),
-                            * so input that comes after it still raises an edge */
+    F_FULL = 1 << 7,       /* the last receive filled its buffer: the socket may hold
+                            * more (read directly once the queue is read) */
+    F_UNARMED = 1 << 8,    /* a direct read stopped with the socket maybe not empty and
+                            * no receive armed: one is armed before the next wait (the
+                            * `unarmed` list), so input that comes after still raises
+                            * an edge */
 };
 /* the receive side waits for a completion: an edge will come */
 #define F_WAITING (F_STARVED | F_CONNECTING)
+
+/* Input received while the pool ran low, in order after the queue. */
+struct spill {
+    uint32_t off, len, cap;
+    char data[];
+};
 
 struct ur_conn {
     struct uring *u;
     struct io_watch *w;            /* NULL once released */
     char *out;                     /* send in flight: its copy */
+    struct spill *spill;           /* NULL: nothing received beyond the queue */
     struct ur_conn *next, *prev;   /* orphan list (released), starved or unarmed list */
     union {
         uint64_t orphan_deadline_ms;  /* released: when its send gets cancelled */
         struct ur_conn *held_next;    /* open: events held while the loop was stopping */
     };
     int fd;
-    uint16_t stash_off, stash_len; /* unread bytes: stash_len 0 = none */
+    uint16_t q_head, q_tail;       /* received buffers not read yet (UR_NIL: none) */
+    uint16_t q_off;                /* bytes of the head buffer already read */
     uint16_t out_off, out_len;
-    uint16_t stash_bid;            /* receive buffer holding unread bytes */
     uint8_t pending;               /* P_* */
-    uint8_t flags;                 /* F_* */
     uint8_t recv_err, send_err;    /* errno values */
+    uint16_t flags;                /* F_* */
     uint16_t held;                 /* the events held (EPOLLRDHUP is the highest) */
 };
 /* a small record: an idle connection holds it (with its client record) */
@@ -89,6 +116,10 @@ struct uring {
     struct loop *loop;
     struct io_uring_buf_ring *br;
     char *bufs;                    /* UR_BUFS x UR_BUF_SIZE */
+    struct {
+        uint16_t next;             /* the next buffer in its connection's queue */
+        uint16_t len;              /* bytes received into it */
+    } filled[UR_BUFS];
     unsigned bufs_out;             /* buffers taken by the kernel and not back */
     struct slab conns;
     char *out_free[UR_OUT_KEEP];
@@ -98,6 +129,7 @@ struct uring {
     struct ur_conn *unarmed;       /* to arm a receive for before the next wait */
     struct ur_conn *held;          /* events that came while the loop was stopping */
     struct timer sweep;            /* cancels orphaned sends past their deadline */
+    bool multishot;                /* receives are multishot (the kernel caps them) */
     bool epoll_armed;              /* the poll on the epoll descriptor is queued */
     bool epoll_more;               /* the last epoll batch was full: look again */
     bool draining;                 /* the loop stopped: no more callbacks */
@@ -138,7 +170,12 @@ static void arm_recv(struct ur_conn *c, bool poll_first)
         c->recv_err = EIO;
         return;
     }
-    io_uring_prep_recv(sqe, c->fd, NULL, UR_BUF_SIZE, 0);
+    if (c->u->multishot) {
+        io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+        sqe->file_index = UR_MSHOT_CAP; /* the cap (`optlen` in newer headers) */
+    } else {
+        io_uring_prep_recv(sqe, c->fd, NULL, UR_BUF_SIZE, 0);
+    }
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = UR_BGID;
     if (poll_first)
@@ -219,6 +256,94 @@ static void list_remove(struct ur_conn **head, struct ur_conn *c)
     c->next = c->prev = NULL;
 }
 
+/* ---- input beyond the queue ---- */
+
+/* Appends n bytes to c's spill. 0, or -ENOMEM. */
+static int spill_add(struct ur_conn *c, const char *p, size_t n)
+{
+    struct spill *sp = c->spill;
+    size_t need = (sp ? sp->len : 0) + n;
+    if (!sp || need > sp->cap) {
+        size_t cap = sp ? (size_t)sp->cap * 2 : 2 * UR_BUF_SIZE;
+        while (cap < need)
+            cap *= 2;
+        if (cap > UINT32_MAX)
+            return -ENOMEM;
+        struct spill *grown = realloc(sp, sizeof(*sp) + cap);
+        if (!grown)
+            return -ENOMEM;
+        if (!sp)
+            grown->off = grown->len = 0;
+        grown->cap = (uint32_t)cap;
+        c->spill = sp = grown;
+    }
+    memcpy(sp->data + sp->len, p, n);
+    sp->len = (uint32_t)need;
+    return 0;
+}
+
+static void spill_drop(struct ur_conn *c)
+{
+    free(c->spill);
+    c->spill = NULL;
+}
+
+/* ---- a connection's received buffers ---- */
+
+static void queue_push(struct ur_conn *c, unsigned bid, unsigned len)
+{
+    struct uring *u = c->u;
+    u->filled[bid].next = UR_NIL;
+    u->filled[bid].len = (uint16_t)len;
+    if (c->q_tail == UR_NIL) {
+        c->q_head = (uint16_t)bid;
+        c->q_off = 0;
+    } else {
+        u->filled[c->q_tail].next = (uint16_t)bid;
+    }
+    c->q_tail = (uint16_t)bid;
+}
+
+/* The head buffer is read: back to the pool. */
+static void queue_pop(struct ur_conn *c)
+{
+    unsigned bid = c->q_head;
+    c->q_head = c->u->filled[bid].next;
+    if (c->q_head == UR_NIL)
+        c->q_tail = UR_NIL;
+    c->q_off = 0;
+    buf_back(c->u, bid);
+}
+
+/* Input for c in buffer bid: queued, or copied to the spill (the buffer goes
+ * back) when c already holds input and the pool runs low. */
+static void take_input(struct ur_conn *c, unsigned bid, unsigned len)
+{
+    struct uring *u = c->u;
+    if (!c->spill && (c->q_head == UR_NIL || UR_BUFS - u->bufs_out >= UR_LOW)) {
+        queue_push(c, bid, len);
+        return;
+    }
+    int rc = spill_add(c, u->bufs + (size_t)bid * UR_BUF_SIZE, len);
+    buf_back(u, bid);
+    if (rc < 0 && !(c->flags & F_RECV_ERR)) {
+        c->flags |= F_RECV_ERR;
+        c->recv_err = (uint8_t)-rc;
+    }
+}
+
+/* Arms c's receive again, or once a buffer is back. */
+static void rearm(struct ur_conn *c, bool poll_first)
+{
+    struct uring *u = c->u;
+    if (u->bufs_out < UR_BUFS) {
+        arm_recv(c, poll_first);
+    } else if (!(c->flags & F_STARVED)) {
+        c->flags |= F_STARVED;
+        list_push(&u->starved, c);
+    }
+}
+
 /* A released connection with nothing in flight: close and free it. */
 static void finish_if_idle(struct ur_conn *c)
 {
@@ -258,7 +383,9 @@ static void deliver(struct ur_conn *c, uint32_t events)
 static void on_recv(struct ur_conn *c, int res, unsigned cflags)
 {
     struct uring *u = c->u;
-    c->pending &= (uint8_t)~P_RECV;
+    bool armed = cflags & IORING_CQE_F_MORE; /* the multishot goes on */
+    if (!armed)
+        c->pending &= (uint8_t)~P_RECV;
     if (res > 0 && (cflags & IORING_CQE_F_BUFFER))
         u->bufs_out++;
     if (c->flags & F_RELEASED) {
@@ -268,22 +395,24 @@ static void on_recv(struct ur_conn *c, int res, unsigned cflags)
         return;
     }
     if (res > 0) {
-        c->stash_bid = (uint16_t)(cflags >> IORING_CQE_BUFFER_SHIFT);
-        c->stash_off = 0;
-        c->stash_len = (uint16_t)res;
+        take_input(c, cflags >> IORING_CQE_BUFFER_SHIFT, (unsigned)res);
         if (res == UR_BUF_SIZE)
-            c->flags |= F_MORE;
+            c->flags |= F_FULL;
         else
-            c->flags &= (uint8_t)~F_MORE;
+            c->flags &= (uint16_t)~F_FULL;
+        if (!armed) /* the cap was reached, the pool ran dry, or a single receive is
+                     * done: the next is armed once the owner has read everything */
+            c->flags |= F_PAUSED;
         deliver(c, EPOLLIN);
     } else if (res == 0) {
         c->flags |= F_EOF;
         deliver(c, EPOLLIN | EPOLLRDHUP);
-    } else if (res == -ENOBUFS) {
-        c->flags |= F_STARVED;
-        list_push(&u->starved, c);
-    } else if (res == -EINTR || res == -EAGAIN || res == -ECANCELED) {
-        arm_recv(c, res != -EINTR);
+    } else if (res == -ENOBUFS || res == -EINTR || res == -EAGAIN || res == -ECANCELED) {
+        /* ended without input: again now, or once what it took is read */
+        if (c->q_head != UR_NIL || c->spill)
+            c->flags |= F_PAUSED;
+        else if (!(c->flags & F_PAUSED))
+            rearm(c, res == -EAGAIN || res == -ECANCELED);
     } else {
         c->flags |= F_RECV_ERR;
         c->recv_err = (uint8_t)-res;
@@ -308,7 +437,7 @@ static void on_send(struct ur_conn *c, int res)
     if (res < 0) {
         c->send_err = (uint8_t)-res;
     } else if (c->flags & F_SHUT) {
-        c->flags &= (uint8_t)~F_SHUT;
+        c->flags &= (uint16_t)~F_SHUT;
         shutdown(c->fd, SHUT_WR);
     }
     if (c->flags & F_RELEASED) {
@@ -331,7 +460,7 @@ static void on_pollout(struct ur_conn *c, int res)
     if (res > 0 && (res & POLLHUP))
         ev |= EPOLLHUP;
     if (c->flags & F_CONNECTING) {
-        c->flags &= (uint8_t)~F_CONNECTING;
+        c->flags &= (uint16_t)~F_CONNECTING;
         if (!(ev & (EPOLLERR | EPOLLHUP)))
             arm_recv(c, true);
     }
@@ -354,27 +483,16 @@ static void complete(struct uring *u, uint64_t data, int res, unsigned cflags, b
     }
 }
 
-/* Receives that found no buffer get another try once buffers came back. */
-static void rearm_starved(struct uring *u)
-{
-    while (u->starved && u->bufs_out < UR_BUFS) {
-        struct ur_conn *c = u->starved;
-        list_remove(&u->starved, c);
-        c->flags &= (uint8_t)~F_STARVED;
-        arm_recv(c, false);
-    }
-}
-
-/* A read that filled what it asked for left no receive armed: arm one now,
- * unless the owner read on and armed it (or its input ended) meanwhile. */
+/* A direct read that filled what it asked for left no receive armed: arm one
+ * now, unless the owner read on and armed it (or its input ended) meanwhile. */
 static void arm_unarmed(struct uring *u)
 {
     while (u->unarmed) {
         struct ur_conn *c = u->unarmed;
         list_remove(&u->unarmed, c);
-        c->flags &= (uint8_t)~F_UNARMED;
-        if (!(c->pending & P_RECV) && c->stash_len == 0 &&
-            !(c->flags & (F_EOF | F_RECV_ERR | F_WAITING)))
+        c->flags &= (uint16_t)~F_UNARMED;
+        if (!(c->pending & P_RECV) && c->q_head == UR_NIL && !c->spill &&
+            !(c->flags & (F_EOF | F_RECV_ERR | F_WAITING | F_PAUSED)))
             arm_recv(c, false);
     }
 }
@@ -384,6 +502,17 @@ static void mark_unarmed(struct ur_conn *c)
     if (!(c->flags & F_UNARMED)) {
         c->flags |= F_UNARMED;
         list_push(&c->u->unarmed, c);
+    }
+}
+
+/* Receives that found no buffer get another try once buffers came back. */
+static void rearm_starved(struct uring *u)
+{
+    while (u->starved && u->bufs_out < UR_BUFS) {
+        struct ur_conn *c = u->starved;
+        list_remove(&u->starved, c);
+        c->flags &= (uint16_t)~F_STARVED;
+        arm_recv(c, false);
     }
 }
 
@@ -494,6 +623,7 @@ int ur_attach(struct uring *u, struct ur_conn **out, struct io_watch *w, int fd,
     c->u = u;
     c->w = w;
     c->fd = fd;
+    c->q_head = c->q_tail = UR_NIL;
     w->fd = fd;
     w->cb = cb;
     w->events = 0;
@@ -514,17 +644,16 @@ void ur_release(struct ur_conn *c)
     struct uring *u = c->u;
     c->w = NULL;
     c->flags |= F_RELEASED;
-    if (c->stash_len) {
-        buf_back(u, c->stash_bid);
-        c->stash_len = 0;
-    }
+    while (c->q_head != UR_NIL)
+        queue_pop(c);
+    spill_drop(c);
     if (c->flags & F_STARVED) {
         list_remove(&u->starved, c);
-        c->flags &= (uint8_t)~F_STARVED;
+        c->flags &= (uint16_t)~F_STARVED;
     }
     if (c->flags & F_UNARMED) {
         list_remove(&u->unarmed, c);
-        c->flags &= (uint8_t)~F_UNARMED;
+        c->flags &= (uint16_t)~F_UNARMED;
     }
     if (c->held) {
         struct ur_conn **pp = &u->held;
@@ -548,24 +677,30 @@ void ur_release(struct ur_conn *c)
 
 ssize_t ur_recv(struct ur_conn *c, void *buf, size_t len)
 {
+    struct uring *u = c->u;
     size_t n = 0;
-    if (c->stash_len) {
-        n = len < c->stash_len ? len : c->stash_len;
-        memcpy(buf, c->u->bufs + (size_t)c->stash_bid * UR_BUF_SIZE + c->stash_off, n);
-        c->stash_off = (uint16_t)(c->stash_off + n);
-        c->stash_len = (uint16_t)(c->stash_len - n);
-        if (c->stash_len)
-            return (ssize_t)n;
-        buf_back(c->u, c->stash_bid);
-        if (!(c->flags & F_MORE)) { /* the socket was empty when it came */
-            arm_recv(c, true);
-            return (ssize_t)n;
-        }
-        if (n == len) {
-            mark_unarmed(c);
-            return (ssize_t)n;
-        }
+    while (n < len && c->q_head != UR_NIL) {
+        unsigned bid = c->q_head;
+        size_t have = (size_t)u->filled[bid].len - c->q_off;
+        size_t take = len - n < have ? len - n : have;
+        memcpy((char *)buf + n, u->bufs + (size_t)bid * UR_BUF_SIZE + c->q_off, take);
+        n += take;
+        c->q_off = (uint16_t)(c->q_off + take);
+        if (take == have)
+            queue_pop(c);
     }
+    struct spill *sp = c->spill;
+    if (sp && n < len) {
+        size_t take = len - n < sp->len - sp->off ? len - n : sp->len - sp->off;
+        memcpy((char *)buf + n, sp->data + sp->off, take);
+        n += take;
+        sp->off += (uint32_t)take;
+        if (sp->off == sp->len)
+            spill_drop(c);
+    }
+    if (c->q_head != UR_NIL || c->spill)
+        return (ssize_t)n; /* the owner asked for less than there is */
+    c->flags &= (uint16_t)~F_PAUSED; /* all read */
     if (c->flags & F_EOF)
         return (ssize_t)n;
     if (c->flags & F_RECV_ERR) {
@@ -574,20 +709,34 @@ ssize_t ur_recv(struct ur_conn *c, void *buf, size_t len)
         errno = c->recv_err;
         return -1;
     }
-    if (c->pending & P_RECV || c->flags & F_WAITING) {
+    if (c->pending & P_RECV || c->flags & F_WAITING || (n == len && c->flags & F_UNARMED)) {
         if (n)
             return (ssize_t)n;
         errno = EAGAIN;
         return -1;
     }
-    /* The last receive filled its buffer: read the rest directly. */
+    /* No receive armed. The socket was empty when the last one ended: arm one.
+     * It filled its buffer: read the rest directly. */
+    if (!(c->flags & F_FULL)) {
+        rearm(c, true);
+        if (n)
+            return (ssize_t)n;
+        errno = EAGAIN;
+        return -1;
+    }
+    if (n == len) {
+        mark_unarmed(c);
+        return (ssize_t)n;
+    }
     size_t want = len - n;
     ssize_t r = recv(c->fd, (char *)buf + n, want, MSG_DONTWAIT);
     if (r > 0) {
-        if ((size_t)r < want)
-            arm_recv(c, true);
-        else
+        if ((size_t)r < want) {
+            c->flags &= (uint16_t)~F_FULL;
+            rearm(c, true);
+        } else {
             mark_unarmed(c);
+        }
         return (ssize_t)n + r;
     }
     if (r == 0) {
@@ -595,7 +744,8 @@ ssize_t ur_recv(struct ur_conn *c, void *buf, size_t len)
         return (ssize_t)n;
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        arm_recv(c, true);
+        c->flags &= (uint16_t)~F_FULL;
+        rearm(c, true);
         if (n)
             return (ssize_t)n;
         errno = EAGAIN;
@@ -608,7 +758,7 @@ ssize_t ur_recv(struct ur_conn *c, void *buf, size_t len)
 
 bool ur_drained(const struct ur_conn *c)
 {
-    return c->stash_len == 0 && (c->pending & P_RECV || c->flags & F_WAITING) &&
+    return c->q_head == UR_NIL && !c->spill && (c->pending & P_RECV || c->flags & F_WAITING) &&
            !(c->flags & (F_EOF | F_RECV_ERR));
 }
 
@@ -672,10 +822,41 @@ void ur_shutdown(struct ur_conn *c)
 
 bool ur_has_pending(const struct ur_conn *c)
 {
-    return c->stash_len > 0 || (c->flags & (F_EOF | F_RECV_ERR));
+    return c->q_head != UR_NIL || c->spill || (c->flags & (F_EOF | F_RECV_ERR));
 }
 
 /* ---- the ring ---- */
+
+/* Whether this kernel caps a multishot receive at a byte count (older ones
+ * refuse the field, or would let one run take all a socket holds): one byte
+ * on a socket pair, received by a receive capped at one byte. */
+static bool capped_multishot_works(struct uring *u)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return false;
+    bool works = false;
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+    struct io_uring_cqe *cqe;
+    if (sqe && write(sv[1], "x", 1) == 1) {
+        io_uring_prep_recv_multishot(sqe, sv[0], NULL, 0, 0);
+        sqe->file_index = 1;
+        sqe->flags |= IOSQE_BUFFER_SELECT;
+        sqe->buf_group = UR_BGID;
+        io_uring_sqe_set_data64(sqe, OP_CANCEL);
+        if (io_uring_submit_and_wait(&u->ring, 1) >= 0 && io_uring_peek_cqe(&u->ring, &cqe) == 0) {
+            works = cqe->res == 1 && !(cqe->flags & IORING_CQE_F_MORE);
+            if (cqe->res > 0 && (cqe->flags & IORING_CQE_F_BUFFER)) {
+                u->bufs_out++;
+                buf_back(u, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+            }
+            io_uring_cqe_seen(&u->ring, cqe);
+        }
+    }
+    close(sv[0]);
+    close(sv[1]);
+    return works;
+}
 
 int uring_open(struct loop *loop)
 {
@@ -714,6 +895,7 @@ int uring_open(struct loop *loop)
         io_uring_buf_ring_add(u->br, u->bufs + (size_t)i * UR_BUF_SIZE, UR_BUF_SIZE,
                               (unsigned short)i, io_uring_buf_ring_mask(UR_BUFS), (int)i);
     io_uring_buf_ring_advance(u->br, UR_BUFS);
+    u->multishot = capped_multishot_works(u);
     slab_init(&u->conns, sizeof(struct ur_conn));
     timer_init(&u->sweep, sweep_cb);
     u->loop = loop;
@@ -729,6 +911,11 @@ fail_ring:
     io_uring_queue_exit(&u->ring);
     free(u);
     return rc;
+}
+
+void uring_single_receives(struct loop *loop)
+{
+    loop->ring->multishot = false;
 }
 
 void uring_close(struct loop *loop)

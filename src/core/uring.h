@@ -5,10 +5,12 @@
  *
  * The proxy keeps its readiness logic (edge-triggered epoll rules, see
  * core/transport.h); this layer emulates it over completions:
- *  - a receive is kept armed while nothing received is waiting to be read;
- *    its data (into a buffer the kernel picks from a per-ring pool, so an idle
- *    connection holds none) is the "stash" tp_recv copies from, and its
- *    completion is the EPOLLIN edge (EOF adds EPOLLRDHUP);
+ *  - a receive stays armed (multishot, capped, where the kernel can cap it;
+ *    else one receive at a time): each buffer's worth of input (in a buffer
+ *    the kernel picks from a per-ring pool, so an idle connection holds none)
+ *    joins the connection's queue that tp_recv copies from, and its
+ *    completion is the EPOLLIN edge (EOF adds EPOLLRDHUP); an owner that
+ *    leaves input unread has its receive paused until it has read it all;
  *  - a small write is copied into a send buffer and queued; tp_writev returns
  *    it as taken. While it is in flight further writes get EAGAIN, and its
  *    completion is the EPOLLOUT edge. Large writes go out at once with
@@ -39,6 +41,9 @@ struct ur_conn;
 /* Gives the loop a ring (on the thread that runs it). 0, or -errno when this
  * kernel or sandbox has no usable io_uring (the loop then stays on epoll). */
 int uring_open(struct loop *loop);
+/* Receives one at a time, as on a kernel that cannot cap multishot receives
+ * (tests run both ways); before any connection is attached. */
+void uring_single_receives(struct loop *loop);
 /* Closes the ring and every descriptor it still held (any thread, after the
  * loop stopped). */
 void uring_close(struct loop *loop);
