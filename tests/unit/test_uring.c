@@ -4,8 +4,8 @@
  * writes, shutdown and release after a queued send (also on a full socket),
  * connects that fail or succeed, receives starved of buffers, running the
  * loop again after a stop, an edge after a read that took all it asked for,
- * owners that stop reading leaving the pool's buffers to others, and no
- * leaks.
+ * owners that stop reading (on bulk input or small pieces) leaving the pool's
+ * buffers to others, and no leaks.
  * Every test runs twice: with the receives this kernel allows (multishot,
  * capped, where it can cap them) and with single receives.
  * Every wait is bounded by a guard timer; a test skips when this kernel has
@@ -1451,10 +1451,10 @@ static void test_edge_after_a_read_that_filled_its_buffer(void **state)
 }
 
 /* ---- owners that stop reading leave the pool's buffers to the others ----
- * (a multishot receive takes all its socket holds in one kernel run: once the
- * pool runs low, what comes beyond a buffer the owner left unread must not
- * stay in the pool, or a few slow peers would starve every other connection
- * of the ring) */
+ * (an uncapped multishot receive would take all its socket holds in one kernel
+ * run: each slow connection must hold at most what one receive took, the rest
+ * staying in its socket, or a few slow peers would starve every other
+ * connection of the ring) */
 
 enum { T16_SLOW = 12, T16_CAP = 1 << 20 };
 static struct conn t16_slow[T16_SLOW];
@@ -1566,6 +1566,92 @@ static void test_slow_readers_leave_buffers_to_others(void **state)
     close_ring();
 }
 
+/* ---- small pieces left unread do not take the pool either ----
+ * (a multishot receive posts one completion, and takes one buffer, per piece:
+ * a connection whose owner reads nothing while a piece comes every loop turn
+ * would hold a buffer for each, until the others have none) */
+
+enum { T17_PIECES = 200 };
+static struct conn t17_slow, t17_other;
+static int t17_slow_peer, t17_other_peer;
+static int t17_sent;
+static bool t17_reading;
+
+static void t17_slow_on(struct loop *loop, struct conn *k, uint32_t events)
+{
+    if (!t17_reading || !(events & EPOLLIN)) /* its owner reads nothing until the end */
+        return;
+    conn_read_all(k, 64);
+    if (k->len == T17_PIECES)
+        loop->stop = true;
+}
+
+static void t17_other_on(struct loop *loop, struct conn *k, uint32_t events)
+{
+    if (events & EPOLLIN) {
+        conn_read_all(k, 64);
+        if (k->len > 0)
+            loop->stop = true;
+    }
+}
+
+/* One byte to the slow connection per loop turn (1 ms apart), then one to
+ * the other connection. */
+static void t17_write_cb(struct loop *loop, struct timer *t)
+{
+    if (t17_sent < T17_PIECES) {
+        char b = (char)('a' + t17_sent % 26);
+        assert_int_equal(write(t17_slow_peer, &b, 1), 1);
+        t17_sent++;
+        timer_arm(loop, t, 1);
+        return;
+    }
+    assert_int_equal(write(t17_other_peer, "x", 1), 1);
+}
+
+static void test_small_pieces_leave_buffers_to_others(void **state)
+{
+    (void)state;
+    struct loop *loop = open_ring();
+    int a[2], b[2];
+    make_pair(a);
+    make_pair(b);
+    t17_slow_peer = a[1];
+    t17_other_peer = b[1];
+    t17_sent = 0;
+    t17_reading = false;
+    assert_int_equal(conn_attach(loop, &t17_slow, a[0], false, t17_slow_on), 0);
+    assert_int_equal(conn_attach(loop, &t17_other, b[0], false, t17_other_on), 0);
+    struct timer writer;
+    timer_init(&writer, t17_write_cb);
+    timer_arm(loop, &writer, 1);
+    /* more pieces than the pool has buffers wait unread; the other
+     * connection still gets its byte */
+    assert_true(run_bounded(loop, GUARD_MS));
+    timer_cancel(loop, &writer);
+    assert_int_equal(t17_sent, T17_PIECES);
+    assert_int_equal(t17_other.len, 1);
+    /* then every piece is there, in order (what stayed in the socket comes
+     * with the edges that follow) */
+    t17_reading = true;
+    conn_read_all(&t17_slow, 64);
+    if (t17_slow.len < T17_PIECES)
+        assert_true(run_bounded(loop, GUARD_MS));
+    assert_int_equal(t17_slow.len, T17_PIECES);
+    for (int i = 0; i < T17_PIECES; i++)
+        assert_int_equal(t17_slow.buf[i], (char)('a' + i % 26));
+    test_free(t17_slow.buf);
+    test_free(t17_other.buf);
+    ur_release(t17_slow.c);
+    ur_release(t17_other.c);
+    assert_false(run_bounded(loop, 50)); /* the cancelled receives complete */
+    closed_by_ring(a[0]);
+    closed_by_ring(b[0]);
+    close_fd(a[1]);
+    close_fd(b[1]);
+    close_ring();
+}
+
 /* ---- 10. a ring opened and closed leaks nothing ---- */
 
 static void t10_on(struct loop *loop, struct conn *k, uint32_t events)
@@ -1639,6 +1725,7 @@ int main(void)
         cmocka_unit_test_teardown(test_run_again_keeps_send_edge, teardown),
         cmocka_unit_test_teardown(test_edge_after_a_read_that_filled_its_buffer, teardown),
         cmocka_unit_test_teardown(test_slow_readers_leave_buffers_to_others, teardown),
+        cmocka_unit_test_teardown(test_small_pieces_leave_buffers_to_others, teardown),
         cmocka_unit_test_teardown(test_open_close_leaks_nothing, teardown),
     };
     int failed = cmocka_run_group_tests_name("uring (this kernel's receives)", tests, NULL, NULL);
