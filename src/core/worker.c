@@ -97,6 +97,12 @@ struct listener *worker_listen(struct worker *w, int fd, long tag)
      * a system call per connection. */
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    /* HTTP clients speak first (so do PROXY protocol senders and TLS
+     * clients): the kernel hands a connection over once its first bytes are
+     * there, so its first receive finds them instead of waiting for them
+     * with a poll of its own. A connection that stays silent is handed over
+     * after a second, and its header timeout runs from then on. */
+    setsockopt(fd, IPPROTO_TCP, TCP_DEFER_ACCEPT, &one, sizeof(one));
     if (loop_watch(&w->loop, &l->io, fd, paused ? 0 : EPOLLIN, accept_cb) < 0) {
         free(l);
         return NULL;

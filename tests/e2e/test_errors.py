@@ -257,6 +257,28 @@ def test_request_header_timeout_408(limpet, origin, raw):
     assert o.requests == []
 
 
+def test_silent_connection_closed_after_request_header(limpet, origin, raw):
+    """A client that connects and sends nothing is closed once request_header
+    has passed: the kernel hands such a connection to limpet a second after
+    its handshake (listeners defer accepting until the first bytes), and its
+    header clock runs from then. Nothing is sent to an origin."""
+    o = origin("s1")
+    lp = limpet(basic_config([o], timeouts={"request_header": 0.5}))
+    c = raw(lp.port)
+    t0 = time.monotonic()
+    assert c.closed_within(6), "a silent connection was never closed"
+    waited = time.monotonic() - t0
+    assert 0.5 <= waited < 4, f"closed {waited:.2f}s after connecting"
+    assert b"HTTP/1.1 2" not in bytes(c.buf)
+    assert o.requests == []
+    # a client that speaks is handed over at once, with no such wait
+    c2 = raw(lp.port)
+    t1 = time.monotonic()
+    c2.send(b"GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert c2.read_response().status == 200
+    assert time.monotonic() - t1 < 0.5
+
+
 def test_malformed_after_good_request(limpet, origin, raw):
     """A good request answered, then a bad one pipelined behind it: 200, 400, close."""
     o = origin("s1")

@@ -44,6 +44,10 @@ from limits_helpers import (LatencyProbe, Trickler, answered_within, close_quiet
                             timed_get)
 
 CPU_BUDGET = 0.3      # CPU seconds limpet may use during 1 s at a limit
+# The kernel hands limpet a connection that stays silent one second after its
+# handshake (TCP_DEFER_ACCEPT on the listeners): tests that hold silent
+# connections wait this long for limpet to have them.
+SILENT_HANDOVER = 1.5
 
 
 # ---- slowloris ---------------------------------------------------------------------------
@@ -177,7 +181,7 @@ def test_max_connections_stops_and_resumes_accepting(limpet, origin):
     try:
         for i in range(50):
             held.append(connect(lp.port))  # accepted in this order, before `extra`
-        time.sleep(0.2)
+        time.sleep(SILENT_HANDOVER)
         extra = connect(lp.port)       # the kernel may complete the handshake...
         held.append(extra)
         extra.sendall(b"GET /extra HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -221,7 +225,7 @@ def test_max_connections_raised_by_reload_resumes_accepting(limpet, origin):
     try:
         for i in range(10):
             held.append(connect(lp.port))  # no request yet: not reclaimable
-        time.sleep(0.2)
+        time.sleep(SILENT_HANDOVER)
         extra = connect(lp.port)
         held.append(extra)
         extra.sendall(b"GET /extra HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -249,7 +253,7 @@ def test_sigterm_at_max_connections_exits_promptly(limpet, origin):
     try:
         for i in range(5):
             held.append(connect(lp.port))  # no request yet: not reclaimable
-        time.sleep(0.2)
+        time.sleep(SILENT_HANDOVER)
         extra = connect(lp.port)
         held.append(extra)
         extra.sendall(b"GET /extra HTTP/1.1\r\nHost: h\r\n\r\n")
