@@ -926,7 +926,10 @@ def report(m, res, started, elapsed):
          "`keepalive_requests 1000000`, `proxy_max_temp_file_size 0`.",
          "- limpet: `threads: 1`, `log.access: off`, `session_affinity: cookie` (`__limpet`), "
          "round robin over the three origins; its default I/O: plain connections through an "
-         "io_uring per worker thread (TLS connections through epoll).",
+         "io_uring per worker thread (TLS connections through epoll); its listeners defer "
+         "accepting until a client's first bytes (`TCP_DEFER_ACCEPT`), which HAProxy "
+         "(`defer-accept`) and nginx (`deferred`) offer as options, off by default and "
+         "off here.",
          "- floor: `build/floor_relay` (bench/floor_relay.c) relaying bytes to origin 1; no "
          "parsing, no affinity: the least an epoll proxy can do per request.",
          f"- Sticky clients send the cookie their balancer set on a first request (limpet "
