@@ -26,6 +26,7 @@
  */
 #include "balance/route.h"
 
+#include <math.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -201,11 +202,43 @@ static bool beyond_share(double share, uint64_t draw)
     return share < 1.0 && (double)(draw % 1000000) >= share * 1000000.0;
 }
 
+/* Hash steering's second choice, when the client's own origin cannot take
+ * it: weighted rendezvous hashing over the candidates left (left of them),
+ * each scored from the client's key and the origin's name. A client thus
+ * lands on the same second origin every time while the reason lasts, and the
+ * clients of one origin spread over the others by weight. A ramping origin is
+ * passed over by a draw of the same score while another candidate is left. */
+static long second_choice(const struct route_ctx *ctx, size_t p, uint64_t key_hash, size_t left)
+{
+    const struct cfg_pool *pool = &ctx->snap->cfg->pools[p];
+    long best = -1, best_ramping = -1;
+    double best_score = -1.0, best_ramping_score = -1.0;
+    for (size_t o = 0; o < pool->num_origins; o++) {
+        if (!ctx->candidates[o])
+            continue;
+        const char *name = pool->origins[o].name;
+        uint64_t draw = maglev_hash_seeded(name, strlen(name), key_hash);
+        double unit = ((double)(draw >> 11) + 0.5) * 0x1p-53; /* in (0, 1) */
+        double score = pool->origins[o].weight / -log(unit);
+        if (left > 1 && beyond_share(slow_start_share(ctx, p, o), draw)) {
+            if (score > best_ramping_score) {
+                best_ramping_score = score;
+                best_ramping = (long)o;
+            }
+        } else if (score > best_score) {
+            best_score = score;
+            best = (long)o;
+        }
+    }
+    return best >= 0 ? best : best_ramping;
+}
+
 /* Picks among the candidates of pool p (ctx->candidates, at least one): the
  * client's origin first for hash steering; origins at max_connections only
  * when none has room (never with room_only); slow_start thinning ramping
  * origins while another candidate is left (for hash steering by a draw from
- * the client's address, so a client keeps its answer while the share grows).
+ * the client's address, so a client keeps its answer while the share grows;
+ * a client whose origin cannot take it gets its second_choice()).
  * Returns the index or -1. */
 static long pick_candidate(const struct route_ctx *ctx, size_t p, bool room_only)
 {
@@ -236,7 +269,8 @@ static long pick_candidate(const struct route_ctx *ctx, size_t p, bool room_only
             candidate[o] = false; /* ramping up, and not yet for this client */
             left--;
         }
-        /* the client's origin was tried already, is full or ramping: any other will do */
+        /* the client's origin was tried already, is full or ramping */
+        return second_choice(ctx, p, h, left);
     }
     for (size_t o = 0; o < n && left > 1; o++) {
         double share = candidate[o] ? slow_start_share(ctx, p, o) : 1.0;

@@ -96,8 +96,7 @@ long steer_pick(enum origin_steering mode, const struct cfg_origin *origins,
     case STEER_RANDOM:
         return pick_two_choices(origins, slots, candidate, n, rng);
     case STEER_ROUND_ROBIN:
-    case STEER_HASH: /* the router looks the client up in the pool's Maglev table first;
-                      * this is its fallback when that origin cannot be used */
+    case STEER_HASH: /* route.c picks for hash steering itself (Maglev, then rendezvous) */
         break;
     }
     return pick_round_robin(origins, slots, candidate, n);

@@ -144,3 +144,41 @@ def test_fallback_pool_when_default_pools_down(limpet, origin):
                                  [("s1", f"127.0.0.1:{free_port()}")],
                                  fallback=[("sorry1", f.address)]))
     assert served_by(lp.port, 5) == {"sorry1": 5}
+
+
+def _served_from(port, source, path):
+    """One request on a new connection from the loopback address `source`."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
+                                      source_address=(source, 0))
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        r.read()
+        assert r.status == 200, f"{source} {path}: {r.status}"
+        return r.getheader("X-Served-By")
+    finally:
+        conn.close()
+
+
+def test_hash_keeps_each_client_on_one_origin(limpet, origin):
+    """origin_steering hash: each client address keeps its origin, request after
+    request; when that origin is gone, each of its clients moves to one other
+    origin and stays there (no bouncing between the rest), and the other
+    clients do not move."""
+    os_ = {f"s{i}": origin(f"s{i}") for i in (1, 2, 3, 4)}
+    lp = limpet(basic_config(list(os_.values()), steering="hash", threads=1))
+    clients = [f"127.0.0.{i}" for i in range(10, 34)]
+    home = {}
+    for c in clients:
+        seen = {_served_from(lp.port, c, f"/home/{j}") for j in range(3)}
+        assert len(seen) == 1, f"{c} was served by {seen}"
+        home[c] = seen.pop()
+    assert len(set(home.values())) >= 3, home        # 24 addresses spread out
+    gone = collections.Counter(home.values()).most_common(1)[0][0]
+    os_[gone].stop()
+    for c in clients:
+        seen = [_served_from(lp.port, c, f"/after/{j}") for j in range(4)]
+        if home[c] != gone:
+            assert seen == [home[c]] * 4, f"{c} moved from {home[c]}: {seen}"
+        else:
+            assert gone not in seen and len(set(seen)) == 1, f"{c} (was on {gone}): {seen}"

@@ -3,7 +3,8 @@
  * affinity move a waiting new session makes): max_connections slots shared
  * through origin_shared, choosing past full origins, the choice a queued new
  * session makes when a slot frees, and slow_start thinning a returning
- * origin's share of new sessions (also under hash steering). Real snapshots from config text
+ * origin's share of new sessions (also under hash steering), and hash
+ * steering's second choice for a client whose origin cannot take it. Real snapshots from config text
  * (route_env.h); nothing connects anywhere.
  */
 #include <setjmp.h>
@@ -302,6 +303,65 @@ static void test_slow_start_with_hash_steering(void **state)
     env_fini(&e);
 }
 
+/* Under hash steering, a client whose origin cannot take it (ramping and not
+ * yet for this client, or tried already) gets a second choice of its own: the
+ * same one every time, spread over the other origins by weight. */
+static void test_hash_second_choice_is_the_clients_own(void **state)
+{
+    (void)state;
+    struct env e;
+    env_init(&e, env_snapshot(
+        "{'name':'app','origin_steering':'hash','origins':["
+        "{'name':'o1','address':'127.0.0.1:9001'},"
+        "{'name':'o2','address':'127.0.0.1:9002'},"
+        "{'name':'o3','address':'127.0.0.1:9003','weight':2},"
+        "{'name':'o4','address':'127.0.0.1:9004','slow_start':10}]}", LB_APP, ""));
+    size_t p, o4;
+    struct origin_shared *os = env_origin(&e, "app", "o4", &p, &o4);
+    static long home[HASH_CLIENTS];
+    for (int i = 0; i < HASH_CLIENTS; i++)
+        home[i] = hash_choice(&e, i);
+    /* o4 just came back: its clients go elsewhere, each to one origin */
+    atomic_store(&os->up_since_ms, e.ctx.now_ms);
+    unsigned moved = 0, to[4] = {0};
+    for (int i = 0; i < HASH_CLIENTS; i++) {
+        long o = hash_choice(&e, i);
+        for (int again = 0; again < 3; again++)
+            assert_int_equal(hash_choice(&e, i), o);
+        if (home[i] != (long)o4) {
+            assert_int_equal(o, home[i]); /* the others stay at home */
+            continue;
+        }
+        if (o == (long)o4)
+            continue; /* one of the few taken back at once */
+        assert_true(o >= 0 && o < 4);
+        moved++;
+        to[o]++;
+    }
+    assert_true(moved > HASH_CLIENTS / 10);
+    /* by weight: o3 (2) about half, o1 and o2 (1 each) about a quarter */
+    assert_true(to[2] > moved * 35 / 100 && to[2] < moved * 65 / 100);
+    assert_true(to[0] > moved * 12 / 100 && to[0] < moved * 38 / 100);
+    assert_true(to[1] > moved * 12 / 100 && to[1] < moved * 38 / 100);
+    /* a retry passes over the client's own origin, to the same one each time */
+    for (int i = 0; i < HASH_CLIENTS; i += 7) {
+        env_client_ipv4(&e, 10, (uint8_t)(i >> 8), (uint8_t)i, 7);
+        long first = -1;
+        for (int again = 0; again < 3; again++) {
+            struct route_tried tried = {0};
+            assert_true(route_tried_add(&tried, p, (size_t)home[i]));
+            long pool, o;
+            bool fallback;
+            assert_int_equal(route_choose(&e.ctx, &tried, &pool, &o, &fallback), 0);
+            assert_int_not_equal(o, home[i]);
+            if (again == 0)
+                first = o;
+            assert_int_equal(o, first);
+        }
+    }
+    env_fini(&e);
+}
+
 /* ---- a waiting new session moves within its pool ---- */
 
 static void test_move_within_pool_reissues_cookie(void **state)
@@ -347,6 +407,7 @@ int main(void)
         cmocka_unit_test(test_slow_start_ramps_linearly),
         cmocka_unit_test(test_slow_start_alone_still_chosen),
         cmocka_unit_test(test_slow_start_with_hash_steering),
+        cmocka_unit_test(test_hash_second_choice_is_the_clients_own),
         cmocka_unit_test(test_move_within_pool_reissues_cookie),
     };
     return cmocka_run_group_tests(tests, env_setup_dir, env_teardown_dir);
