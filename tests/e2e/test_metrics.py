@@ -2,6 +2,8 @@
 small strict parser, and counters that move with traffic."""
 import math
 import re
+import socket
+import time
 
 from harness import Reply, admin_client, basic_config, http_request, with_admin
 
@@ -184,3 +186,24 @@ def test_counters_move_with_traffic(limpet, origin):
     again = scrape(api)
     assert value(again, "limpet_origin_state", pool="app", origin="o2", state="disabled") == 1
     assert value(again, "limpet_origin_state", pool="app", origin="o2", state="enabled") == 0
+
+
+def test_accepted_counts_a_silent_connection_after_its_handover(limpet, origin):
+    """limpet_client_connections_accepted_total counts a connection when the
+    kernel hands it over: a client that speaks at once, one that stays silent
+    a second after its handshake (the listeners defer accepting)."""
+    lp = limpet(with_admin(basic_config([origin("o1")], threads=1)))
+    api = admin_client(lp)
+    base = value(scrape(api), "limpet_client_connections_accepted_total")
+    silent = socket.create_connection(("127.0.0.1", lp.port))
+    try:
+        time.sleep(0.4)
+        assert value(scrape(api), "limpet_client_connections_accepted_total") == base
+        assert http_request(lp.port).status == 200      # speaks at once: taken at once
+        assert value(scrape(api), "limpet_client_connections_accepted_total") == base + 1
+        deadline = time.monotonic() + 5
+        while value(scrape(api), "limpet_client_connections_accepted_total") < base + 2:
+            assert time.monotonic() < deadline, "the silent connection was never taken"
+            time.sleep(0.1)
+    finally:
+        silent.close()
