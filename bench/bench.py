@@ -610,6 +610,13 @@ def measure_tls_load(name, variants, mode):
     return runs
 
 
+def paired(runs_a, runs_b, field):
+    """Median over rounds of a's value ÷ b's value in the same round."""
+    vals = [a[field] / b[field] for a, b in zip(runs_a or [], runs_b or [])
+            if a and b and a.get(field) and b.get(field)]
+    return statistics.median(vals) if vals else None
+
+
 def med(runs, field, sub=None):
     vals = []
     for r in runs or []:
@@ -969,6 +976,30 @@ def report(m, res, started, elapsed):
                  + " | ".join(fmt(ratio(v.get("limpet"), v.get(k)), "x")
                               for k in ("haproxy", "nginx", "floor")) + " |")
     L += ["", "![limpet ÷ HAProxy and limpet ÷ nginx per figure](ratios.svg)", ""]
+
+    L += ["## Paired by round", "",
+          "The same ratios taken within each round (the runs of one round follow each other), "
+          "then the median over rounds: a drift of the machine between rounds cancels out. "
+          "The figures above are ratios of medians; where the two disagree, the noise of the "
+          "run is larger than their difference.", "",
+          "| figure | better | limpet/HAProxy | limpet/nginx | limpet/floor |",
+          "| --- | --- | ---: | ---: | ---: |"]
+    for title, better, runs, field in (
+            ("sticky keep-alive requests/s", "higher", S, "rps"),
+            ("sticky keep-alive CPU µs per request", "lower", S, "cpu_us"),
+            ("`Connection: close` requests/s", "higher", C, "rps"),
+            ("`Connection: close` CPU µs per request", "lower", C, "cpu_us"),
+            ("new-session requests/s", "higher", N, "rps"),
+            ("1 MiB responses, MiB/s", "higher", B, "mib_s")):
+        L.append(f"| {title} | {better} | "
+                 + " | ".join(fmt(paired(runs.get("limpet"), runs.get(k), field), "x")
+                              for k in ("haproxy", "nginx", "floor")) + " |")
+    L += ["", "| balancer | requests/s gain 1 → 2 worker threads, median of the rounds' gains |",
+          "| --- | ---: |"]
+    for k in MAIN:
+        if T.get(f"{k}-2t"):
+            L.append(f"| {LABEL.get(k, k)} | {fmt(paired(T.get(f'{k}-2t'), T.get(k), 'rps'), 'x')} |")
+    L.append("")
 
     L += ["## Where the machine's time goes", "",
           f"The load generator, the origins and the balancer share {m['nproc']} cores. Per "
