@@ -89,6 +89,8 @@ static void conn_close(struct admin_conn *c)
     free(c->in);
     free(c->out);
     free(c);
+    if (a->winding_down && a->num_conns == 0)
+        a->ctl->loop.stop = true; /* the last request in flight was answered */
 }
 
 /* ---- output ---- */
@@ -331,7 +333,7 @@ static void handle_request(struct admin_conn *c, const struct h1_request *req,
     struct admin_request r = {.method = method_of(req), .body = body, .body_len = body_len,
                               .peer = c->peer};
     struct admin_reply reply = {0};
-    if (!sem->keep_alive || req->minor_version == 0)
+    if (!sem->keep_alive || req->minor_version == 0 || a->winding_down)
         c->closing = true;
     if (req->target_len == 0 || req->target[0] != '/') {
         queue_error(c, 400, "bad_request", "the request target must be a path (\"/...\")",
@@ -348,6 +350,9 @@ static void handle_request(struct admin_conn *c, const struct h1_request *req,
     if (!a->has_token && !loopback_host(sem->host)) {
         reply_error(&reply, 403, "forbidden", "without admin.token_file only requests naming "
                     "a loopback host (127.0.0.1, [::1], localhost) are served");
+    } else if (changes && a->winding_down) {
+        reply_error(&reply, 409, "stopping", "this limpet is stopping (or another process "
+                    "took over from it): send the change to the limpet that runs on");
     } else if (changes && !same_origin(req)) {
         reply_error(&reply, 403, "forbidden", "a change must come from this page's own origin "
                     "(the Origin header names another site)");
@@ -660,6 +665,20 @@ void admin_stop_accepting(struct admin *a)
     timer_cancel(&a->ctl->loop, &a->accept_resume);
     if (a->listener.events)
         loop_modify(&a->ctl->loop, &a->listener, 0);
+}
+
+unsigned admin_wind_down(struct admin *a, bool keep_between_requests)
+{
+    if (!a)
+        return 0;
+    admin_stop_accepting(a);
+    a->winding_down = true;
+    for (struct admin_conn *c = a->conns, *next; c; c = next) {
+        next = c->next;
+        if (!keep_between_requests && c->in_len == 0 && c->out_len == 0)
+            conn_close(c);
+    }
+    return a->num_conns;
 }
 
 void admin_free(struct admin *a)

@@ -66,6 +66,17 @@ int admin_listen_fd(const struct admin *admin, const char **address);
  * process took it over); connections already open are still served. */
 void admin_stop_accepting(struct admin *admin);
 
+/*
+ * The process stops, or retires after an upgrade: accepting stops, every
+ * answer from now on says "Connection: close", and a change (POST, PATCH,
+ * DELETE) is refused with 409, since the running configuration is about to
+ * go. Connections between requests are closed at once, unless
+ * keep_between_requests (retiring: like the workers' clients, they are
+ * answered once more). Returns how many connections are left to finish;
+ * when the last one closes, the control loop is stopped. NULL is fine.
+ */
+unsigned admin_wind_down(struct admin *admin, bool keep_between_requests);
+
 /* Closes the listening socket and every connection; NULL is fine. */
 void admin_free(struct admin *admin);
 

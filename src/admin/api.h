@@ -36,6 +36,7 @@ struct admin {
     struct admin_state state;       /* run-time changes */
     struct admin_conn *conns;       /* open connections */
     unsigned num_conns;
+    bool winding_down;              /* the process stops or retires (admin_wind_down) */
 };
 
 enum admin_method {

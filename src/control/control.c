@@ -149,6 +149,11 @@ static void signal_cb(struct loop *loop, struct io_watch *w, uint32_t events)
     struct control *ctl = loop->owner;
     struct signalfd_siginfo si;
     while (read(w->fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+        if ((si.ssi_signo == SIGHUP || si.ssi_signo == SIGUSR2) && ctl->stopping) {
+            log_error("%s: limpet is stopping; ignored",
+                      si.ssi_signo == SIGHUP ? "SIGHUP" : "SIGUSR2");
+            continue;
+        }
         if (si.ssi_signo == SIGHUP) {
             char err[2048];
             notify_reloading();
@@ -213,6 +218,8 @@ static int start_workers(struct control *ctl, struct snapshot *s)
     return 0;
 }
 
+/* Tells the workers to stop; they finish their requests on their own
+ * threads (join_workers waits for them). */
 static void stop_workers(struct control *ctl)
 {
     /* Workers retiring after an upgrade end on their own (worker_retire). */
@@ -222,6 +229,35 @@ static void stop_workers(struct control *ctl)
     listeners_refuse(snapshot_current()); /* new clients are refused, not left hanging;
                                              nothing when the sockets are shared */
     owner_release_all(); /* the addresses are free: a limpet started now need not wait */
+}
+
+static void admin_deadline_cb(struct loop *loop, struct timer *t)
+{
+    (void)t;
+    loop->stop = true;
+}
+
+/* The admin API answers the requests it began before the process goes
+ * (upgrades and restarts drop nothing): the control loop runs again until
+ * admin_wind_down's connections are done, for up to the grace period (half
+ * of it after a hand-over, like the retiring workers' idle clients). */
+static void finish_admin(struct control *ctl)
+{
+    bool retiring = upgrade_handed_over();
+    ctl->stopping = true;
+    if (admin_wind_down(ctl->admin, retiring) == 0 || !snapshot_current())
+        return;
+    uint64_t grace_ms = (uint64_t)(snapshot_current()->cfg->timeouts.grace * 1000);
+    struct timer deadline;
+    timer_init(&deadline, admin_deadline_cb);
+    timer_arm(&ctl->loop, &deadline, retiring ? grace_ms / 2 : grace_ms);
+    ctl->loop.stop = false;
+    loop_run(&ctl->loop);
+    timer_cancel(&ctl->loop, &deadline);
+}
+
+static void join_workers(struct control *ctl)
+{
     for (unsigned i = 0; ctl->workers && i < ctl->num_workers; i++)
         if (ctl->workers[i])
             worker_join_and_free(ctl->workers[i]);
@@ -316,8 +352,10 @@ int control_run(struct config *cfg, const char *config_path, const sigset_t *sig
     status = 0;
 
 out:
-    admin_free(ctl.admin);
     stop_workers(&ctl);
+    finish_admin(&ctl);
+    admin_free(ctl.admin);
+    join_workers(&ctl);
     health_free(ctl.health);
     snapshot_set_current(NULL);
     upgrade_fini();

@@ -39,6 +39,7 @@ struct control {
     struct health *health;         /* monitors and passive checks (src/health) */
     struct admin *admin;           /* admin API server (src/admin); NULL without "admin" */
     struct timer drain_timer;      /* logs the end of drains (drain.c) */
+    bool stopping;                 /* stopping or retiring: no reload, no upgrade now */
 };
 
 /*

@@ -455,7 +455,7 @@ static void take(struct peer *p)
     const char *refusal = NULL;
     if (upgrading || handed_over)
         refusal = "BUSY an upgrade is already under way";
-    else if (server->loop.stop)
+    else if (server->loop.stop || server->stopping)
         refusal = "REFUSED this limpet is stopping";
     if (refusal) {
         log_error("upgrade: pid %ld asked for the listening sockets: %s", p->pid, refusal);

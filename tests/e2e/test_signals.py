@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 
-from harness import Reply, basic_config, http_request
+from harness import Reply, admin_client, basic_config, http_request, with_admin
 
 
 def test_sigterm_idle_exits_0_quickly(limpet, origin):
@@ -40,6 +40,29 @@ def test_sigterm_with_idle_keepalive_client(limpet, origin, raw):
     assert lp.wait(5) == 0, lp.stderr_text()
     assert time.monotonic() - t0 < 3
     assert c.closed_within(2)
+
+
+def test_sigterm_finishes_admin_request_in_flight(limpet, origin, raw):
+    """The admin API, too, answers the request it has begun (with
+    "Connection: close") before the process exits; its connections between
+    requests are closed at once."""
+    o = origin("s1")
+    lp = limpet(with_admin(basic_config([o])))
+    admin = admin_client(lp)
+    fresh, between, begun = raw(admin.port), raw(admin.port), raw(admin.port)
+    between.send(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert between.read_response().status == 200
+    begun.send(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n")   # the head is not done
+    assert admin.get("/api/v1/status").status == 200   # all three accepted by now
+    lp.signal(signal.SIGTERM)
+    assert fresh.closed_within(3) and between.closed_within(3)
+    assert lp.proc.poll() is None, "limpet left with an admin request half received"
+    begun.send(b"\r\n")
+    r = begun.read_response()
+    assert r.status == 200, r
+    assert (r.header("Connection") or "").lower() == "close"
+    assert begun.closed_within(3)
+    assert lp.wait(5) == 0, lp.stderr_text()
 
 
 def test_sigterm_finishes_in_flight_request(limpet, origin):

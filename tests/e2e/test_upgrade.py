@@ -279,6 +279,46 @@ def test_upgrade_command_under_load_fails_nothing(limpet, origin):
     assert second.returncode == 1 and f"(pid {new.pid})" in second.stderr, second.stderr
 
 
+def admin_raw_request(method, path, body=b""):
+    headers = [("Host", "127.0.0.1")]
+    if body:
+        headers += [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    return build_request(method, path, headers, body)
+
+
+@pytest.mark.timeout(60)
+def test_upgrade_answers_admin_requests_the_old_process_accepted(limpet, origin, raw):
+    """Admin connections the old process accepted before the hand-over
+    (their request still to come) are answered by it, with "Connection:
+    close", instead of being cut off; a change sent there is refused (409:
+    it would be lost with the old process); then the old process exits 0."""
+    o = origin("s1")
+    cfg = upgrade_config(o)
+    old = limpet(cfg, name="old")
+    admin = admin_client(old)
+    reader, changer = raw(admin.port), raw(admin.port)
+    assert status_pid(admin) == old.pid      # both accepted by now: one process listens
+    new = limpet(cfg, name="new", extra_args=["--upgrade"])
+    took_over(new.stderr_text)
+    wait_until(lambda: "took over the listening sockets" in old.stderr_text(), 5, "hand-over logged")
+    assert old.proc.poll() is None, "the old process left with admin connections open"
+    changer.send(admin_raw_request("PATCH", "/api/v1/pools/app/origins/s1",
+                                   b'{"state": "draining"}'))
+    r = changer.read_response()
+    assert r.status == 409, r
+    assert json.loads(r.body)["error"]["code"] == "stopping"
+    assert (r.header("Connection") or "").lower() == "close"
+    assert changer.closed_within(5)
+    reader.send(admin_raw_request("GET", "/api/v1/status"))
+    r = reader.read_response()
+    assert r.status == 200 and json.loads(r.body)["pid"] == old.pid, r
+    assert (r.header("Connection") or "").lower() == "close"
+    assert reader.closed_within(5)
+    assert old.wait(10) == 0, old.stderr_text()[-3000:]
+    assert status_pid(admin) == new.pid
+    assert admin.origin("app", "s1")["state"] == "enabled"   # the refused change was not made
+
+
 @pytest.mark.timeout(90)
 def test_sigusr2_under_load_fails_nothing(limpet, origin):
     """SIGUSR2 makes limpet start its own binary with --upgrade: the same
