@@ -276,6 +276,18 @@ def _lower_nofile(lp, spare):
     return limit
 
 
+def hold_descriptors(held, port, n):
+    """Opens n connections (into held) that each sent the first line of a
+    request ("GET /starved/<i> HTTP/1.1"): limpet accepts them at once (it
+    defers accepting until a client speaks) and keeps each open for the rest
+    of its head, a descriptor apiece."""
+    for i in range(n):
+        s = connect(port)
+        s.sendall(b"GET /starved/%d HTTP/1.1\r\n" % i)
+        held.append(s)
+    time.sleep(0.3)
+
+
 @pytest.mark.timeout(40)
 def test_emfile_does_not_spin_and_recovers(limpet, origin):
     """With RLIMIT_NOFILE nearly used up, more connections than descriptors:
@@ -287,9 +299,7 @@ def test_emfile_does_not_spin_and_recovers(limpet, origin):
     _lower_nofile(lp, 20)
     held = []
     try:
-        for _ in range(60):
-            held.append(connect(lp.port))     # completes in the kernel backlog either way
-        time.sleep(0.3)
+        hold_descriptors(held, lp.port, 60)   # the later ones wait in the kernel backlog
         cpu = cpu_used_over(lp.pid, 1.0)
         assert lp.running(), "limpet exited at EMFILE"
         assert cpu < CPU_BUDGET, f"limpet used {cpu:.2f}s CPU in 1 s while out of descriptors"
@@ -325,13 +335,11 @@ def test_emfile_on_origin_socket_then_origin_used_again(limpet, origin):
     held = []
     statuses = []
     try:
-        for _ in range(spare + 5):
-            held.append(connect(lp.port))
-        time.sleep(0.3)
+        hold_descriptors(held, lp.port, spare + 5)
         # the idle origin connection of /warm may be reused by one request;
         # the others need a new origin socket, which EMFILE refuses
-        for i, s in enumerate(held[:spare - 2]):
-            s.sendall(b"GET /starved/%d HTTP/1.1\r\nHost: h\r\n\r\n" % i)
+        for s in held[:spare - 2]:
+            s.sendall(b"Host: h\r\n\r\n")
         for s in held[:spare - 2]:
             m = read_response(s, timeout=3)
             statuses.append(m.status if m else None)
@@ -366,11 +374,9 @@ def test_emfile_on_origin_socket_does_not_mark_monitored_origin_down(limpet, ori
     held = []
     statuses = []
     try:
-        for _ in range(spare + 5):
-            held.append(connect(lp.port))
-        time.sleep(0.3)
-        for i, s in enumerate(held[:spare - 2]):
-            s.sendall(b"GET /starved/%d HTTP/1.1\r\nHost: h\r\n\r\n" % i)
+        hold_descriptors(held, lp.port, spare + 5)
+        for s in held[:spare - 2]:
+            s.sendall(b"Host: h\r\n\r\n")
         for s in held[:spare - 2]:
             m = read_response(s, timeout=3)
             statuses.append(m.status if m else None)
