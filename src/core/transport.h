@@ -19,7 +19,10 @@
  *    emptied the connection (a plain socket: n < want; TLS: the last record
  *    read stopped at would-block), i.e. whether to wait for the next edge.
  *  - tp_writev returns the bytes taken (a short count means the socket is
- *    full), or -1 with EAGAIN / another errno. Over TLS small pieces are
+ *    full), or -1 with EAGAIN / another errno. `last`: the sending side
+ *    ends after these bytes (a shutdown or close follows at once), so a
+ *    plain socket holds their tail back (MSG_MORE) for the FIN to leave in
+ *    the same segment. Over TLS small pieces are
  *    coalesced into records of up to 16 kB (a per-thread scratch), large ones
  *    are written in place; a write that could not finish is retried by the
  *    next call with the same bytes at its start, as OpenSSL requires.
@@ -95,26 +98,23 @@ static inline bool tp_drained(const struct transport *t, size_t n, size_t want)
     return (t->flags & TP_DRAINED) != 0;
 }
 
-static inline ssize_t tp_writev(struct transport *t, int fd, const struct iovec *iov, int n)
+static inline ssize_t tp_writev(struct transport *t, int fd, const struct iovec *iov, int n,
+                                bool last)
 {
     if (t->u)
-        return ur_writev(t->u, iov, n);
+        return ur_writev(t->u, iov, n, last);
     if (__builtin_expect(t->ssl == NULL, 1)) {
         /* sendmsg rather than writev: the socket path skips the file layer */
         struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
-        return sendmsg(fd, &msg, MSG_NOSIGNAL);
+        return sendmsg(fd, &msg, MSG_NOSIGNAL | (last ? MSG_MORE : 0));
     }
     return tls_writev(t, iov, n);
 }
 
-static inline ssize_t tp_send(struct transport *t, int fd, const void *buf, size_t len)
+static inline ssize_t tp_send(struct transport *t, int fd, const void *buf, size_t len, bool last)
 {
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-    if (t->u)
-        return ur_writev(t->u, &iov, 1);
-    if (__builtin_expect(t->ssl == NULL, 1))
-        return send(fd, buf, len, MSG_NOSIGNAL);
-    return tls_writev(t, &iov, 1);
+    return tp_writev(t, fd, &iov, 1, last);
 }
 
 /* Ends the sending side: TLS sends close_notify first (best effort). */

@@ -76,6 +76,8 @@ enum {
                             * no receive armed: one is armed before the next wait (the
                             * `unarmed` list), so input that comes after still raises
                             * an edge */
+    F_LAST_SEND = 1 << 9,  /* the send in flight ends the sending side: MSG_MORE, so
+                            * the FIN that follows leaves with its tail */
 };
 /* the receive side waits for a completion: an edge will come */
 #define F_WAITING (F_STARVED | F_CONNECTING)
@@ -200,7 +202,8 @@ static int post_send(struct ur_conn *c)
     struct io_uring_sqe *sqe = get_sqe(c->u);
     if (!sqe)
         return -EIO;
-    io_uring_prep_send(sqe, c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, c->fd, c->out + c->out_off, c->out_len - c->out_off,
+                       MSG_NOSIGNAL | (c->flags & F_LAST_SEND ? MSG_MORE : 0));
     io_uring_sqe_set_data64(sqe, tag(c, OP_SEND));
     c->pending |= P_SEND;
     return 0;
@@ -762,7 +765,7 @@ bool ur_drained(const struct ur_conn *c)
            !(c->flags & (F_EOF | F_RECV_ERR));
 }
 
-ssize_t ur_writev(struct ur_conn *c, const struct iovec *iov, int n)
+ssize_t ur_writev(struct ur_conn *c, const struct iovec *iov, int n, bool last)
 {
     if (c->send_err) {
         errno = c->send_err;
@@ -791,6 +794,7 @@ ssize_t ur_writev(struct ur_conn *c, const struct iovec *iov, int n)
         c->out = out;
         c->out_off = 0;
         c->out_len = (uint16_t)total;
+        c->flags = (uint16_t)(last ? c->flags | F_LAST_SEND : c->flags & ~F_LAST_SEND);
         if (post_send(c) < 0) {
             out_put(c->u, out);
             c->out = NULL;
@@ -800,7 +804,7 @@ ssize_t ur_writev(struct ur_conn *c, const struct iovec *iov, int n)
         return (ssize_t)total;
     }
     struct msghdr msg = {.msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n};
-    ssize_t r = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t r = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT | (last ? MSG_MORE : 0));
     if ((r >= 0 && (size_t)r < total) || (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
         int saved = errno;
         if (arm_pollout(c) < 0) {

@@ -11,7 +11,8 @@
  *    joins the connection's queue that tp_recv copies from, and its
  *    completion is the EPOLLIN edge (EOF adds EPOLLRDHUP); an owner that
  *    leaves input unread has its receive paused until it has read it all;
- *  - a small write is copied into a send buffer and queued; tp_writev returns
+ *  - a small write is copied into a send buffer and queued (with MSG_MORE
+ *    when the connection's sending side ends after it); tp_writev returns
  *    it as taken. While it is in flight further writes get EAGAIN, and its
  *    completion is the EPOLLOUT edge. Large writes go out at once with
  *    sendmsg (a readiness poll is queued when the socket was full);
@@ -62,7 +63,9 @@ void ur_release(struct ur_conn *c);
 
 ssize_t ur_recv(struct ur_conn *c, void *buf, size_t len);
 bool ur_drained(const struct ur_conn *c);
-ssize_t ur_writev(struct ur_conn *c, const struct iovec *iov, int n);
+/* `last`: a shutdown or close follows; the bytes go with MSG_MORE, so the
+ * FIN leaves with their tail (core/transport.h). */
+ssize_t ur_writev(struct ur_conn *c, const struct iovec *iov, int n, bool last);
 void ur_shutdown(struct ur_conn *c);
 /* Received input (or its end) not read yet. */
 bool ur_has_pending(const struct ur_conn *c);

@@ -319,7 +319,8 @@ static void read_response(struct probe *p)
 static bool send_request(struct probe *p)
 {
     while (p->req_sent < p->req_len) {
-        ssize_t n = tp_send(&p->tp, p->io.fd, p->req + p->req_sent, p->req_len - p->req_sent);
+        ssize_t n = tp_send(&p->tp, p->io.fd, p->req + p->req_sent, p->req_len - p->req_sent,
+                            false);
         if (n > 0) {
             p->req_sent += (size_t)n;
             continue;

@@ -69,6 +69,20 @@ void body_consumed(struct body_cursor *b, struct buf *in, size_t n)
         b->left -= n;
 }
 
+bool body_ends_after(const struct body_cursor *b, const struct buf *in, size_t n)
+{
+    switch (b->framing) {
+    case H1_BODY_LENGTH:
+        return b->left == n;
+    case H1_BODY_CHUNKED:
+        return b->scanned_to_end && in->start + n == b->scan;
+    case H1_BODY_UNTIL_CLOSE:
+        return b->eof && buf_len(in) == n;
+    default:
+        return true;
+    }
+}
+
 bool body_complete(const struct body_cursor *b, const struct buf *in)
 {
     switch (b->framing) {

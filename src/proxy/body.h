@@ -45,6 +45,10 @@ void body_consumed(struct body_cursor *b, struct buf *in, size_t n);
 /* Whether the whole body has been passed on. */
 bool body_complete(const struct body_cursor *b, const struct buf *in);
 
+/* Whether passing on the n bytes at in->start (n ≤ body_ready) completes
+ * the body. */
+bool body_ends_after(const struct body_cursor *b, const struct buf *in, size_t n);
+
 /* The buffer's bytes moved `moved` bytes toward its front (buf_compact). */
 static inline void body_rebase(struct body_cursor *b, size_t moved)
 {

@@ -427,7 +427,7 @@ static enum step step_send_error(struct client *c)
     while (c->err_left > 0) {
         if (!c->writable)
             return STEP_BLOCKED;
-        ssize_t n = tp_send(&c->tp, c->io.fd, c->err_data, c->err_left);
+        ssize_t n = tp_send(&c->tp, c->io.fd, c->err_data, c->err_left, true); /* then linger */
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 c->writable = false;

@@ -438,13 +438,14 @@ static unsigned remaining_iov(const struct iovec *iov, unsigned from, unsigned t
 }
 
 /* Writes what is left of a head (when head_pending) and `ready` body bytes
- * at body in one sendmsg. Returns the bytes written, 0 when the socket is
- * full (*writable cleared), or -1 on an error. *head_done tells whether the
- * head is all out. */
+ * at body in one sendmsg; `last`: the connection closes after them (see
+ * tp_writev). Returns the bytes written, 0 when the socket is full
+ * (*writable cleared), or -1 on an error. *head_done tells whether the head
+ * is all out. */
 static ssize_t send_head_and_body(struct transport *tp, int fd, bool *writable, struct iovec *head_iov,
                                   unsigned head_n, unsigned *head_i, bool head_pending,
                                   bool *head_done, const char *body, size_t ready,
-                                  size_t *body_written)
+                                  size_t *body_written, bool last)
 {
     struct iovec iov[HEAD_IOV_MAX + 1];
     size_t head_bytes = 0;
@@ -462,7 +463,7 @@ static ssize_t send_head_and_body(struct transport *tp, int fd, bool *writable, 
     *body_written = 0;
     if (n_iov == 0)
         return 0;
-    ssize_t n = tp_writev(tp, fd, iov, (int)n_iov);
+    ssize_t n = tp_writev(tp, fd, iov, (int)n_iov, last);
     if (n < 0) {
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             *writable = false;
@@ -510,7 +511,7 @@ static enum step send_request(struct client *c)
             ssize_t n = send_head_and_body(&oc->tp, oc->io.fd, &oc->writable, ex->req_iov, ex->req_iov_n,
                                            &ex->req_iov_i, ex->req_state == REQ_HEAD,
                                            &head_done, c->in->data + c->in->start,
-                                           (size_t)ready, &body_written);
+                                           (size_t)ready, &body_written, false);
             if (n < 0)
                 return origin_failure(c, FAIL_BROKEN, errno);
             if (n == 0)
@@ -758,10 +759,13 @@ static enum step relay_response(struct client *c)
                 bool head_done;
                 size_t body_written;
                 const char *body = ready > 0 ? oc->in->data + oc->in->start : NULL;
+                /* the connection closes after the response's last bytes */
+                bool last = final && ex->close_client && ex->head_status != 101 &&
+                            body_ends_after(&ex->resp_body, oc->in, (size_t)ready);
                 ssize_t n = send_head_and_body(&c->tp, c->io.fd, &c->writable, ex->resp_iov,
                                                ex->resp_iov_n, &ex->resp_iov_i,
                                                ex->resp_state == RESP_HEAD, &head_done, body,
-                                               (size_t)ready, &body_written);
+                                               (size_t)ready, &body_written, last);
                 if (n < 0) {
                     client_log_exchange(c, ex->status); /* the client went away */
                     client_close(c);

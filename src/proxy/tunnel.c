@@ -26,7 +26,8 @@ static int pump(struct proxy_thread *pt, struct buf **buf, struct transport *fro
         if (*buf && buf_len(*buf) > 0) {
             if (!*to_writable)
                 return moved;
-            ssize_t n = tp_send(to_tp, to, (*buf)->data + (*buf)->start, buf_len(*buf));
+            ssize_t n = tp_send(to_tp, to, (*buf)->data + (*buf)->start, buf_len(*buf),
+                                false);
             if (n < 0) {
                 if (errno == EAGAIN || errno == EWOULDBLOCK) {
                     *to_writable = false;

@@ -148,6 +148,42 @@ def test_keepalive_affinity_and_connection_close(limpet, origin, mode):
         assert r.header("Connection") == "close"
 
 
+def closing_exchange(port, request):
+    """Sends request on a new connection and reads until limpet closes it;
+    returns (response, segments without data the client received: the
+    SYN-ACK, perhaps a bare ACK of the request, and a bare FIN if the FIN
+    did not come with the response's last bytes)."""
+    with RawClient(port) as c:
+        c.send(request)
+        r = c.read_response()
+        assert c.closed_within(5), "limpet did not close the connection"
+        info = c.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+        segs_in, = struct.unpack_from("I", info, 140)       # tcpi_segs_in
+        data_segs_in, = struct.unpack_from("I", info, 152)  # tcpi_data_segs_in
+        return r, segs_in - data_segs_in
+
+
+def test_closing_response_and_fin_leave_together(limpet, origin, mode):
+    """A small response after which limpet closes the connection (the
+    client's Connection: close, or an error limpet answers itself) leaves in
+    the same segment as the FIN: no bare FIN follows it."""
+    big = os.urandom(100_000)
+    o = origin("s1", handler=lambda req: Reply(200, big if req.target == "/big" else b"small"))
+    lp = limpet(basic_config([o]))
+    for i in range(5):
+        r, bare = closing_exchange(
+            lp.port, build_request("GET", f"/c/{i}", [("Host", "x"), ("Connection", "close")]))
+        assert r.status == 200 and r.body == b"small", r
+        assert bare <= 2, f"request {i}: {bare} segments without data (a bare FIN among them)"
+    # a large one arrives whole (its FIN may come alone: once the client's
+    # acknowledgements pace the sending, the kernel sends the tail at once)
+    r, bare = closing_exchange(
+        lp.port, build_request("GET", "/big", [("Host", "x"), ("Connection", "close")]))
+    assert r.status == 200 and r.body == big
+    r, bare = closing_exchange(lp.port, b"GET /bad HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n")
+    assert r.status == 400 and bare <= 2, (r, bare)
+
+
 def test_pipelined_requests_answer_in_order(limpet, origin, mode):
     o = origin("s1")
     lp = limpet(basic_config([o]))

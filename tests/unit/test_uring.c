@@ -497,18 +497,18 @@ static void t3_on(struct loop *loop, struct conn *k, uint32_t events)
     if (k->state == 0) { /* the registration edge */
         k->state = 1;
         struct iovec iov[3] = {{t3_a, sizeof(t3_a)}, {t3_b, sizeof(t3_b)}, {t3_c, sizeof(t3_c)}};
-        t3_r1 = ur_writev(k->c, iov, 3);
+        t3_r1 = ur_writev(k->c, iov, 3, false);
         /* the bytes were copied: changing them now does not change what is sent */
         memset(t3_b, 'Z', sizeof(t3_b));
         struct iovec again = {(void *)"more", 4};
         errno = 0;
-        t3_r2 = ur_writev(k->c, &again, 1);
+        t3_r2 = ur_writev(k->c, &again, 1, false);
         t3_errno2 = errno;
         t3_out_before_write = conn_count(k, EPOLLOUT);
     } else if (k->state == 1) { /* the send completed */
         k->state = 2;
         struct iovec tail = {(void *)"tail", 4};
-        t3_r3 = ur_writev(k->c, &tail, 1); /* takes a write again */
+        t3_r3 = ur_writev(k->c, &tail, 1, false); /* takes a write again */
     } else {
         loop->stop = true;
     }
@@ -583,7 +583,7 @@ static void t4_write_more(struct conn *k)
             n = 2;
         }
         errno = 0;
-        ssize_t r = ur_writev(k->c, iov, n);
+        ssize_t r = ur_writev(k->c, iov, n, false);
         if (r < 0) {
             assert_int_equal(errno, EAGAIN);
             t4_eagain++;
@@ -710,7 +710,7 @@ static void t6_on(struct loop *loop, struct conn *k, uint32_t events)
     if (!(events & EPOLLOUT) || k->released)
         return;
     struct iovec iov = {t6_src, T6_LEN};
-    t6_wr = ur_writev(k->c, &iov, 1);
+    t6_wr = ur_writev(k->c, &iov, 1, false);
     ur_release(k->c); /* same callback: the send is in flight */
     k->released = true;
     if (t6_stop_now)
@@ -817,7 +817,7 @@ static void t7_on(struct loop *loop, struct conn *k, uint32_t events)
     if ((events & EPOLLOUT) && k->state == 0) {
         k->state = 1;
         struct iovec iov = {t6_src, T6_LEN};
-        t7_wr = ur_writev(k->c, &iov, 1);
+        t7_wr = ur_writev(k->c, &iov, 1, false);
         ur_shutdown(k->c); /* the send is still in flight */
     }
     if (events & EPOLLIN) {
@@ -926,7 +926,7 @@ static void test_queued_write_on_full_socket(void **state)
         }
         assert_int_equal(errno, EAGAIN);
         struct iovec iov = {tail, sizeof(tail)};
-        assert_int_equal(ur_writev(k.c, &iov, 1), (ssize_t)sizeof(tail));
+        assert_int_equal(ur_writev(k.c, &iov, 1, false), (ssize_t)sizeof(tail));
         if (variant == 0)
             ur_shutdown(k.c);
         else
@@ -1026,7 +1026,7 @@ static void test_connect_refused(void **state)
     assert_true(ur_drained(k.c));
     struct iovec iov = {(void *)"x", 1};
     errno = 0;
-    assert_int_equal(ur_writev(k.c, &iov, 1), -1);
+    assert_int_equal(ur_writev(k.c, &iov, 1, false), -1);
     assert_int_equal(errno, EAGAIN);
 
     t8_so_error = -1;
@@ -1063,7 +1063,7 @@ static void t9_server_maybe_reply(struct conn *k)
         return;
     struct iovec iov = {(void *)"pong", 4};
     errno = 0;
-    ssize_t r = ur_writev(k->c, &iov, 1);
+    ssize_t r = ur_writev(k->c, &iov, 1, false);
     if (r == 4)
         t9.replied = true;
     else
@@ -1106,7 +1106,7 @@ static void t9_client_on(struct loop *loop, struct conn *k, uint32_t events)
         socklen_t sl = sizeof(t9_client_so_error);
         getsockopt(k->fd, SOL_SOCKET, SO_ERROR, &t9_client_so_error, &sl);
         struct iovec iov = {(void *)"ping", 4};
-        assert_int_equal(ur_writev(k->c, &iov, 1), 4);
+        assert_int_equal(ur_writev(k->c, &iov, 1, false), 4);
     }
     if (events & EPOLLIN) {
         conn_read_all(k, 1024);
@@ -1356,7 +1356,7 @@ static void t13_on(struct loop *loop, struct conn *k, uint32_t events)
         k->state = 1;
         /* a write queued just as the loop is told to stop */
         struct iovec iov = {(void *)"abc", 3};
-        assert_int_equal(ur_writev(k->c, &iov, 1), 3);
+        assert_int_equal(ur_writev(k->c, &iov, 1, false), 3);
     } else {
         k->state = 2;
     }
@@ -1687,7 +1687,7 @@ static void test_open_close_leaks_nothing(void **state)
     }
     assert_int_equal(errno, EAGAIN);
     struct iovec iov = {junk, sizeof(junk)};
-    assert_int_equal(ur_writev(k.c, &iov, 1), (ssize_t)sizeof(junk));
+    assert_int_equal(ur_writev(k.c, &iov, 1, false), (ssize_t)sizeof(junk));
     ur_release(k.c);
     uint64_t t0 = clock_ms();
     assert_false(run_bounded(loop, 100));
