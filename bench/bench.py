@@ -1039,22 +1039,29 @@ def report(m, res, started, elapsed):
         L.append(f"| {LABEL[k]} | {fmt(r1, 'rps')} | {fmt(r2, 'rps')} | "
                  f"{fmt(ratio(r2, r1), 'x')} | {fmt(med(T.get(k), 'cpu_us'), 'us')} | "
                  f"{fmt(med(T.get(f'{k}-2t'), 'cpu_us'), 'us')} |")
-    O = res["origins1000"]
-    r3, r1000 = med(O.get("limpet"), "rps"), med(O.get("limpet-1000"), "rps")
-    c3, c1000 = med(O.get("limpet"), "cpu_us"), med(O.get("limpet-1000"), "cpu_us")
+    O, N = res["origins1000"], res["origins1000_new"]
     L += ["", "## limpet: 1,000 origins vs 3", "",
           f"One pool of 1,000 origins (distinct names, addresses cycling over the three nginx "
-          f"origins) against the usual 3; sticky keep-alive, `wrk -t1 -c{CONNS}`, interleaved.",
-          "", "| | 3 origins | 1,000 origins | 1,000 ÷ 3 |", "| --- | ---: | ---: | ---: |",
-          f"| requests/s | {fmt(r3, 'rps')} | {fmt(r1000, 'rps')} | {fmt(ratio(r1000, r3), 'x')} |",
-          f"| CPU µs/req | {fmt(c3, 'us')} | {fmt(c1000, 'us')} | {fmt(ratio(c1000, c3), 'x')} |",
-          ""]
+          f"origins) against the usual 3, interleaved: sticky keep-alive (`wrk -t1 -c{CONNS}`, "
+          f"the cookie's origin, no steering), and new sessions on new connections (no cookie, "
+          f"`Connection: close`: every request steered by round robin among the 1,000).",
+          "", "| | 3 origins | 1,000 origins | 1,000 ÷ 3 |", "| --- | ---: | ---: | ---: |"]
+    for label, runs in (("sticky keep-alive", O), ("new sessions, `Connection: close`", N)):
+        r3, r1000 = med(runs.get("limpet"), "rps"), med(runs.get("limpet-1000"), "rps")
+        c3, c1000 = med(runs.get("limpet"), "cpu_us"), med(runs.get("limpet-1000"), "cpu_us")
+        L += [f"| {label}: requests/s | {fmt(r3, 'rps')} | {fmt(r1000, 'rps')} | "
+              f"{fmt(ratio(r1000, r3), 'x')} |",
+              f"| {label}: CPU µs/req | {fmt(c3, 'us')} | {fmt(c1000, 'us')} | "
+              f"{fmt(ratio(c1000, c3), 'x')} |"]
+    L.append("")
 
     L += ["## Errors and oddities", ""]
     notes = []
     for meas, runs in (("sticky", res["sticky"]), ("close", res["close"]), ("new", res["new"]),
                        ("big", res["big"]), ("threads", res["threads"]),
-                       ("1000 origins", res["origins1000"]), ("TLS keep-alive", res["tls_ka"]),
+                       ("1000 origins", res["origins1000"]),
+                       ("1000 origins, new sessions", res["origins1000_new"]),
+                       ("TLS keep-alive", res["tls_ka"]),
                        ("TLS full handshakes", res["tls_full"]),
                        ("TLS resumed", res["tls_resumed"])):
         for k, rs in runs.items():
@@ -1091,6 +1098,7 @@ def report(m, res, started, elapsed):
                        ("new session", res["new"]), ("1 MiB (MiB/s)", res["big"]),
                        ("threads (wrk -t2)", res["threads"]),
                        ("1,000 origins", res["origins1000"]),
+                       ("1,000 origins, new sessions, Connection: close", res["origins1000_new"]),
                        ("TLS keep-alive", res["tls_ka"]),
                        ("TLS new connections, full (conn/s)", res["tls_full"]),
                        ("TLS new connections, resumed (conn/s)", res["tls_resumed"])):
@@ -1190,6 +1198,8 @@ def main():
         l1000 = start_balancer("limpet", "limpet-1000", tmp, 1, n_origins=1000)
         procs.append(l1000.proc)
         res["origins1000"] = measure("1,000 origins", [bal["limpet"], l1000])
+        res["origins1000_new"] = measure("1,000 origins new", [bal["limpet"], l1000],
+                                         sticky=False, extra=("Connection: close",))
         l1000.proc.stop()
         res["logs_l1000"] = l1000.proc.log_text()
 

@@ -40,7 +40,89 @@
 #define PASSIVE_BACKOFF_MIN_MS 1000u
 #define PASSIVE_BACKOFF_MAX_MS 10000u
 
-/* ---- consistent-hash tables (control thread) ---- */
+/* ---- consistent-hash tables and orders (control thread) ---- */
+
+static unsigned gcd(unsigned a, unsigned b)
+{
+    while (b) {
+        unsigned t = a % b;
+        a = b;
+        b = t;
+    }
+    return a;
+}
+
+/* Whether origin a's next pick is due before b's: pick k of an origin of
+ * weight w is due at (2k + 1) / 2w; ties go to the lower index. */
+static bool due_before(const unsigned *weights, const uint32_t *picks, uint32_t a, uint32_t b)
+{
+    uint64_t da = (2ull * picks[a] + 1) * weights[b], db = (2ull * picks[b] + 1) * weights[a];
+    return da < db || (da == db && a < b);
+}
+
+static void due_sift_down(uint32_t *heap, size_t k, const unsigned *weights,
+                          const uint32_t *picks, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        if (l < k && due_before(weights, picks, heap[l], heap[m]))
+            m = l;
+        if (l + 1 < k && due_before(weights, picks, heap[l + 1], heap[m]))
+            m = l + 1;
+        if (m == i)
+            return;
+        uint32_t t = heap[i];
+        heap[i] = heap[m];
+        heap[m] = t;
+        i = m;
+    }
+}
+
+/* The pool's order for round robin and random steering: every usable origin
+ * as often as its weight (divided by the weights' gcd), each pick going to
+ * the origin due earliest, so an origin's turns are spread evenly like smooth
+ * weighted round robin's. Left empty when nothing is usable or it would be
+ * longer than ROUTE_ORDER_MAX (steering then scans the pool instead). */
+static int build_order(struct route_hash *h, const unsigned *weights, const bool *usable,
+                       size_t n)
+{
+    unsigned g = 0;
+    uint64_t len = 0;
+    size_t k = 0;
+    for (size_t o = 0; o < n; o++)
+        if (usable[o]) {
+            g = gcd(weights[o], g);
+            k++;
+        }
+    for (size_t o = 0; o < n; o++)
+        len += usable[o] ? weights[o] / g : 0;
+    if (k == 0 || len > ROUTE_ORDER_MAX)
+        return 0;
+    uint32_t *heap = calloc(k, sizeof(*heap)), *picks = calloc(n, sizeof(*picks));
+    h->order = malloc(len * sizeof(*h->order));
+    if (!heap || !picks || !h->order) {
+        free(heap);
+        free(picks);
+        return -1;
+    }
+    k = 0;
+    for (size_t o = 0; o < n; o++)
+        if (usable[o])
+            heap[k++] = (uint32_t)o;
+    for (size_t i = k / 2; i-- > 0;)
+        due_sift_down(heap, k, weights, picks, i);
+    for (uint64_t i = 0; i < len; i++) {
+        /* weights, not reduced: the order of the deadlines is the same */
+        uint32_t o = heap[0];
+        h->order[i] = o;
+        picks[o]++;
+        due_sift_down(heap, k, weights, picks, 0);
+    }
+    h->order_len = (uint32_t)len;
+    free(heap);
+    free(picks);
+    return 0;
+}
 
 static int build_pool_hash(struct route_hash *h, const struct snapshot *s, size_t p)
 {
@@ -50,9 +132,11 @@ static int build_pool_hash(struct route_hash *h, const struct snapshot *s, size_
     unsigned *weights = calloc(n, sizeof(*weights));
     bool *usable = calloc(n, sizeof(*usable));
     bool *serving = calloc(n, sizeof(*serving));
+    h->name_hash = calloc(n ? n : 1, sizeof(*h->name_hash));
     int rc = -1;
-    if (!names || !weights || !usable || !serving)
+    if (!names || !weights || !usable || !serving || !h->name_hash)
         goto out;
+    h->equal_weights = true;
     bool any_draining = false;
     double drain_ms = config_pool_drain_duration(s->cfg, p) * 1000.0;
     uint64_t now = clock_ms();
@@ -61,6 +145,8 @@ static int build_pool_hash(struct route_hash *h, const struct snapshot *s, size_
         const struct origin_shared *os = s->pools[p].origins[o];
         names[o] = origin->name;
         weights[o] = origin->weight;
+        h->name_hash[o] = maglev_hash(origin->name, strlen(origin->name));
+        h->equal_weights &= origin->weight == pool->origins[0].weight;
         usable[o] = snapshot_origin_usable(s, p, o);
         /* A draining origin keeps its hashed sessions until its drain is over. */
         uint64_t started = atomic_load(&os->drain_started_ms);
@@ -72,6 +158,9 @@ static int build_pool_hash(struct route_hash *h, const struct snapshot *s, size_
     if (maglev_build(&h->usable, names, weights, usable, n) < 0)
         goto out;
     if (maglev_build(&h->serving, names, weights, any_draining ? serving : usable, n) < 0)
+        goto out;
+    if (pool->origin_steering != STEER_HASH && pool->origin_steering != STEER_LEAST_CONNECTIONS &&
+        build_order(h, weights, usable, n) < 0)
         goto out;
     rc = 0;
 out:
@@ -103,8 +192,16 @@ void route_hash_free(struct route_hash *h, const struct snapshot *s)
     for (size_t p = 0; p < s->cfg->num_pools; p++) {
         maglev_free(&h[p].usable);
         maglev_free(&h[p].serving);
+        free(h[p].name_hash);
+        free(h[p].order);
     }
     free(h);
+}
+
+void route_cursors_init(const struct snapshot *s, uint32_t *cursors, uint64_t *rng)
+{
+    for (size_t p = 0; p < s->cfg->num_pools; p++)
+        cursors[p] = (uint32_t)steer_random(rng);
 }
 
 /* ---- per request (worker) ---- */
@@ -204,22 +301,30 @@ static bool beyond_share(double share, uint64_t draw)
 
 /* Hash steering's second choice, when the client's own origin cannot take
  * it: weighted rendezvous hashing over the candidates left (left of them),
- * each scored from the client's key and the origin's name. A client thus
- * lands on the same second origin every time while the reason lasts, and the
- * clients of one origin spread over the others by weight. A ramping origin is
- * passed over by a draw of the same score while another candidate is left. */
+ * each scored from the client's key and the origin's name (hashed once per
+ * snapshot). A client thus lands on the same second origin every time while
+ * the reason lasts, and the clients of one origin spread over the others by
+ * weight. A ramping origin is passed over by a draw of the same score while
+ * another candidate is left. With equal weights the highest draw has the
+ * highest score, so the logarithm is skipped: a pass over 1,000 origins costs
+ * a hash mix each. */
 static long second_choice(const struct route_ctx *ctx, size_t p, uint64_t key_hash, size_t left)
 {
     const struct cfg_pool *pool = &ctx->snap->cfg->pools[p];
+    const struct route_hash *h = &ctx->snap->hash[p];
     long best = -1, best_ramping = -1;
     double best_score = -1.0, best_ramping_score = -1.0;
     for (size_t o = 0; o < pool->num_origins; o++) {
         if (!ctx->candidates[o])
             continue;
-        const char *name = pool->origins[o].name;
-        uint64_t draw = maglev_hash_seeded(name, strlen(name), key_hash);
-        double unit = ((double)(draw >> 11) + 0.5) * 0x1p-53; /* in (0, 1) */
-        double score = pool->origins[o].weight / -log(unit);
+        uint64_t draw = maglev_hash_seeded(&h->name_hash[o], sizeof(h->name_hash[o]), key_hash);
+        double score;
+        if (h->equal_weights) {
+            score = (double)(draw >> 11);
+        } else {
+            double unit = ((double)(draw >> 11) + 0.5) * 0x1p-53; /* in (0, 1) */
+            score = pool->origins[o].weight / -log(unit);
+        }
         if (left > 1 && beyond_share(slow_start_share(ctx, p, o), draw)) {
             if (score > best_ramping_score) {
                 best_ramping_score = score;
@@ -283,12 +388,116 @@ static long pick_candidate(const struct route_ctx *ctx, size_t p, bool room_only
                       ctx->rng);
 }
 
+/* ---- the quick pick: one origin looked at, not the whole pool ---- */
+
+#define QUICK_PROBES 8            /* origins of the order looked at before scanning */
+
+/* Whether origin o is open to this request: usable now, not tried, with room. */
+static bool open_to(const struct route_ctx *ctx, const struct route_tried *tried, size_t p,
+                    size_t o)
+{
+    return route_origin_usable(ctx, p, o) && !already_tried(tried, p, o) &&
+           !route_origin_full(ctx->snap, p, o);
+}
+
+/* Whether slow_start lets origin o take a new session: always when it is not
+ * ramping up, else when `draw` (one from the thread's generator when NULL)
+ * falls within its share, as pick_candidate thins. */
+static bool ramp_lets_through(const struct route_ctx *ctx, size_t p, size_t o,
+                              const uint64_t *draw)
+{
+    double share = slow_start_share(ctx, p, o);
+    return share >= 1.0 || !beyond_share(share, draw ? *draw : steer_random(ctx->rng));
+}
+
+/* An origin drawn by weight from the pool's order (other than `not`), for a
+ * turn a ramping origin passed up; -1 when QUICK_PROBES found none. */
+static long substitute(const struct route_ctx *ctx, const struct route_tried *tried, size_t p,
+                       size_t not)
+{
+    const struct route_hash *h = &ctx->snap->hash[p];
+    uint32_t at = (uint32_t)steer_random(ctx->rng);
+    for (unsigned k = 0; k < QUICK_PROBES; k++) {
+        uint32_t o = h->order[at++ % h->order_len];
+        if (o != not && open_to(ctx, tried, p, o) && ramp_lets_through(ctx, p, o, NULL))
+            return o;
+    }
+    return -1;
+}
+
+/* The origin whose turn it is at position `at` of the pool's order; sets
+ * *next to the position after the turns used. An origin not open to the
+ * request passes its turn to the next in the order. A ramping origin that
+ * slow_start holds back passes its turn to an origin drawn by weight, whose
+ * own turns stay where they are: its share of new sessions is then its
+ * ramp's fraction of its usual share, as when the pool is scanned. -1 when
+ * QUICK_PROBES positions gave nothing. */
+static long walk_order(const struct route_ctx *ctx, const struct route_tried *tried, size_t p,
+                       uint32_t at, uint32_t *next)
+{
+    const struct route_hash *h = &ctx->snap->hash[p];
+    for (unsigned k = 0; k < QUICK_PROBES; k++) {
+        at %= h->order_len;
+        uint32_t o = h->order[at++];
+        if (!open_to(ctx, tried, p, o))
+            continue;
+        *next = at;
+        return ramp_lets_through(ctx, p, o, NULL) ? (long)o : substitute(ctx, tried, p, o);
+    }
+    *next = at;
+    return -1;
+}
+
+/* Steering without a scan of the pool, for the common case where the origin
+ * it lands on can take the request: hash steering's Maglev answer, the next
+ * origin of the pool's order for round robin (origins that cannot take it
+ * are stepped over, which hands their turns to the next), two draws from the
+ * order for random. -1 when that fails (the caller then scans the pool, which
+ * handles full, ramping and tried origins exactly), and always for
+ * least_connections, which compares every candidate. */
+static long quick_pick(const struct route_ctx *ctx, const struct route_tried *tried, size_t p)
+{
+    const struct cfg_pool *pool = &ctx->snap->cfg->pools[p];
+    const struct route_hash *h = &ctx->snap->hash[p];
+    uint32_t next;
+    switch (pool->origin_steering) {
+    case STEER_HASH: {
+        uint8_t key[16];
+        size_t len = route_client_key(ctx, key);
+        uint64_t hash = maglev_hash(key, len);
+        long o = maglev_lookup(&h->usable, hash);
+        uint64_t draw = maglev_hash_seeded(key, len, hash); /* as pick_candidate draws */
+        return o >= 0 && open_to(ctx, tried, p, (size_t)o) &&
+                       ramp_lets_through(ctx, p, (size_t)o, &draw) ? o : -1;
+    }
+    case STEER_ROUND_ROBIN:
+        if (h->order_len == 0)
+            return -1;
+        return walk_order(ctx, tried, p, ctx->pool_cursor[p], &ctx->pool_cursor[p]);
+    case STEER_RANDOM: {
+        if (h->order_len == 0)
+            return -1;
+        long a = walk_order(ctx, tried, p, (uint32_t)steer_random(ctx->rng), &next);
+        long b = walk_order(ctx, tried, p, (uint32_t)steer_random(ctx->rng), &next);
+        if (a < 0 || b < 0)
+            return -1;
+        return steer_less_loaded(pool->origins, ctx->pool_slots[p], (size_t)b, (size_t)a) ? b : a;
+    }
+    case STEER_LEAST_CONNECTIONS:
+        break;
+    }
+    return -1;
+}
+
 /* Chooses an origin in one pool; returns its index or -1. */
 static long choose_in_pool(const struct route_ctx *ctx, const struct route_tried *tried, size_t p)
 {
     const struct cfg_pool *pool = &ctx->snap->cfg->pools[p];
     bool *candidate = ctx->candidates;
     bool any = false;
+    long quick = quick_pick(ctx, tried, p);
+    if (quick >= 0)
+        return quick;
 
     for (size_t o = 0; o < pool->num_origins; o++) {
         candidate[o] = route_origin_usable(ctx, p, o) && !already_tried(tried, p, o);

@@ -46,6 +46,8 @@ struct route_ctx {
     uint8_t client_addr[16];      /* client address bytes (4 used for IPv4) */
     uint64_t now_ms;              /* the loop's monotonic clock (clock_ms) */
     struct steer_slot ***pool_slots;  /* this thread's steering slots for snap: [pool][origin] */
+    uint32_t *pool_cursor;        /* this thread's place in each pool's order: [pool] (any
+                                   * start; route_cursors_init draws one) */
     bool *candidates;             /* scratch, at least the largest pool of snap */
     uint64_t *rng;                /* this thread's generator (steer_random) */
     struct origin_stats *origin_stats;  /* this thread's counters, by origin id */
@@ -63,7 +65,18 @@ struct route_tried {
 struct route_hash {
     struct maglev usable;         /* new sessions: healthy, enabled, weight > 0 */
     struct maglev serving;        /* also draining origins still within drain_duration */
+    uint64_t *name_hash;          /* [num_origins]: hash of each origin's name (second choice) */
+    bool equal_weights;           /* every origin of the pool has the same weight */
+    uint32_t *order;              /* round robin and random: the usable origins, each as
+                                   * often as its weight (reduced by their gcd), interleaved */
+    uint32_t order_len;           /* 0: none (nothing usable, or over ROUTE_ORDER_MAX) */
 };
+
+#define ROUTE_ORDER_MAX 65536     /* longest order built (weights reduced by their gcd) */
+
+/* Gives a thread's cursors for s ([cfg->num_pools]) random starts, so threads
+ * and successive snapshots do not all begin with the same origin. */
+void route_cursors_init(const struct snapshot *s, uint32_t *cursors, uint64_t *rng);
 
 /* Builds the tables of every pool of s (s->cfg and s->pools set), on the
  * control thread. Returns the [cfg->num_pools] array, or NULL when out of memory. */

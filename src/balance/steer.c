@@ -87,6 +87,12 @@ static long pick_two_choices(const struct cfg_origin *origins, struct steer_slot
     return compare_load(origins, slots, (size_t)b, (size_t)a) < 0 ? b : a;
 }
 
+bool steer_less_loaded(const struct cfg_origin *origins, struct steer_slot *const *slots,
+                       size_t a, size_t b)
+{
+    return compare_load(origins, slots, a, b) < 0;
+}
+
 long steer_pick(enum origin_steering mode, const struct cfg_origin *origins,
                 struct steer_slot *const *slots, bool *candidate, size_t n, uint64_t *rng)
 {

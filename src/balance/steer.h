@@ -37,6 +37,11 @@ struct steer_slot {
 long steer_pick(enum origin_steering mode, const struct cfg_origin *origins,
                 struct steer_slot *const *slots, bool *candidate, size_t n, uint64_t *rng);
 
+/* Whether origin a is less loaded than b (fewer requests in flight relative
+ * to weight) on this thread. */
+bool steer_less_loaded(const struct cfg_origin *origins, struct steer_slot *const *slots,
+                       size_t a, size_t b);
+
 /* xorshift64* step: a fast per-thread pseudo-random generator (not for secrets). */
 uint64_t steer_random(uint64_t *state);
 

@@ -59,6 +59,7 @@ static struct route_ctx exchange_route_ctx(const struct client *c)
         .snap = ex->use->snap, .lb = ex->lb,
         .client_family = ex->forwarded_client ? ex->fwd_family : c->peer_family,
         .now_ms = pt->w->loop.now_ms, .pool_slots = ex->use->pool_slots,
+        .pool_cursor = ex->use->pool_cursor,
         .candidates = pt->candidate_scratch, .rng = &pt->w->rng,
         .origin_stats = pt->w->stats.origins,
     };

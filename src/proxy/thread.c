@@ -116,12 +116,19 @@ static int build_pool_slots(struct proxy_thread *pt, struct snap_use *use)
         pt->candidate_scratch = c;
         pt->candidate_cap = largest;
     }
+    use->pool_cursor = calloc(cfg->num_pools ? cfg->num_pools : 1, sizeof(*use->pool_cursor));
+    if (!use->pool_cursor) {
+        free_pool_slots(slots, cfg->num_pools);
+        return -ENOMEM;
+    }
+    route_cursors_init(s, use->pool_cursor, &pt->w->rng);
     use->pool_slots = slots;
     return 0;
 }
 
 static void use_free(struct snap_use *use)
 {
+    free(use->pool_cursor);
     free_pool_slots(use->pool_slots, use->snap->cfg->num_pools);
     snapshot_release(use->snap);
     free(use);
@@ -167,8 +174,10 @@ static int adopt(struct proxy_thread *pt, struct snapshot *s)
         rc = sync_listeners(pt, s);
     if (rc < 0) {
         log_error("worker %u: cannot adopt configuration: %s", w->id, strerror(-rc));
-        if (use)
+        if (use) {
+            free(use->pool_cursor);
             free_pool_slots(use->pool_slots, s->cfg->num_pools);
+        }
         free(use);
         snapshot_release(s);
         return rc;

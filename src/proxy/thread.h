@@ -57,6 +57,7 @@ struct snap_use {
     struct snapshot *snap;         /* one reference held */
     unsigned users;                /* exchanges started on it and not ended */
     struct steer_slot ***pool_slots;  /* [pool][origin]: slots of this thread */
+    uint32_t *pool_cursor;         /* [pool]: this thread's place in each pool's order */
     struct snap_use *next;         /* retired list */
 };
 

@@ -43,6 +43,7 @@ struct env {
     struct snapshot *snap;        /* one reference held */
     struct steer_slot *slots;     /* every origin's slot, pool after pool */
     struct steer_slot ***pool_slots;  /* [pool][origin] into slots */
+    uint32_t *pool_cursor;        /* [pool]: place in each pool's order (0: its start) */
     bool *candidates;             /* scratch for the largest pool */
     uint64_t rng;                 /* the generator */
     struct origin_stats *stats;   /* [SNAPSHOT_MAX_ORIGINS] */
@@ -129,6 +130,8 @@ static inline void env_init(struct env *e, struct snapshot *s)
     e->slots = calloc(total, sizeof(*e->slots));
     e->pool_slots = calloc(cfg->num_pools, sizeof(*e->pool_slots));
     e->candidates = calloc(largest, sizeof(*e->candidates));
+    e->pool_cursor = calloc(cfg->num_pools, sizeof(*e->pool_cursor));
+    assert_non_null(e->pool_cursor);
     e->stats = calloc(SNAPSHOT_MAX_ORIGINS, sizeof(*e->stats));
     assert_non_null(e->slots);
     assert_non_null(e->pool_slots);
@@ -146,7 +149,8 @@ static inline void env_init(struct env *e, struct snapshot *s)
     assert_non_null(e->tokens);
     e->ctx = (struct route_ctx){
         .snap = s, .lb = 0, .client_family = 4, .client_addr = {192, 0, 2, 1},
-        .now_ms = clock_ms(), .pool_slots = e->pool_slots, .candidates = e->candidates,
+        .now_ms = clock_ms(), .pool_slots = e->pool_slots,
+        .pool_cursor = e->pool_cursor, .candidates = e->candidates,
         .rng = &e->rng, .origin_stats = e->stats,
     };
 }
@@ -158,6 +162,7 @@ static inline void env_fini_keep(struct env *e, bool keep_snapshot)
     for (size_t p = 0; p < e->snap->cfg->num_pools; p++)
         free(e->pool_slots[p]);
     free(e->pool_slots);
+    free(e->pool_cursor);
     free(e->slots);
     free(e->candidates);
     free(e->stats);

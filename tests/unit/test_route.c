@@ -1,7 +1,8 @@
 /*
  * Unit tests for src/balance/route.c: choosing a pool and origin from a
  * route_ctx (tried origins, the attempt cap, passive backoff and its
- * counters, the fallback pool, origin_steering "hash", geo pool order).
+ * counters, the fallback pool, origin_steering "hash", geo pool order, and
+ * the pool's order round robin and random steering go by without a scan).
  * Snapshots are real, built from config text (route_env.h); nothing
  * connects anywhere.
  */
@@ -13,6 +14,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "route_env.h"
@@ -247,6 +249,153 @@ static void test_hash_steering(void **state)
     env_fini(&e);
 }
 
+/* ---- round robin and random without a scan: the pool's order ---- */
+
+/* A pool of n origins named o0.. with weights from weight(i) (0: the default). */
+static char *pool_of(int n, const char *steering, unsigned (*weight)(int))
+{
+    size_t cap = (size_t)n * 80 + 128, at = 0;
+    char *text = malloc(cap);
+    assert_non_null(text);
+    at += (size_t)snprintf(text, cap, "{'name':'app',%s'origins':[", steering);
+    for (int i = 0; i < n; i++) {
+        unsigned w = weight ? weight(i) : 0;
+        at += (size_t)snprintf(text + at, cap - at, "%s{'name':'o%d','address':'127.0.%d.1:%d'",
+                               i ? "," : "", i, 1 + i / 1000, 9000 + i % 1000);
+        if (w)
+            at += (size_t)snprintf(text + at, cap - at, ",'weight':%u", w);
+        at += (size_t)snprintf(text + at, cap - at, "}");
+    }
+    snprintf(text + at, cap - at, "]}");
+    return text;
+}
+
+static long pick(struct env *e)
+{
+    struct route_tried tried = {0};
+    long p, o;
+    bool fallback;
+    assert_int_equal(route_choose(&e->ctx, &tried, &p, &o, &fallback), 0);
+    return o;
+}
+
+static unsigned weight_3_1_2(int i) { return (unsigned[]){3, 1, 2}[i % 3]; }
+
+/* The order holds each origin as often as its weight (over the weights' gcd),
+ * spread out: round robin goes through it, so every window of one cycle has
+ * exactly each origin's weight of picks. */
+static void test_round_robin_order_by_weight(void **state)
+{
+    (void)state;
+    char *pool = pool_of(3, "", weight_3_1_2);
+    struct env e;
+    env_init(&e, env_snapshot(pool, LB_APP, ""));
+    free(pool);
+    const struct route_hash *h = &e.snap->hash[0];
+    assert_int_equal(h->order_len, 6);
+    unsigned in_order[3] = {0};
+    for (unsigned i = 0; i < h->order_len; i++) {
+        in_order[h->order[i]]++;
+        if (i > 0 && h->order[i] == 0)
+            assert_int_not_equal(h->order[i - 1], 0); /* o0's turns interleave */
+    }
+    assert_int_equal(in_order[0], 3);
+    assert_int_equal(in_order[1], 1);
+    assert_int_equal(in_order[2], 2);
+    e.pool_cursor[0] = 4; /* any start */
+    for (int round = 0; round < 50; round++) {
+        unsigned got[3] = {0};
+        for (int i = 0; i < 6; i++)
+            got[pick(&e)]++;
+        assert_int_equal(got[0], 3);
+        assert_int_equal(got[1], 1);
+        assert_int_equal(got[2], 2);
+    }
+    env_fini(&e);
+}
+
+/* In a pool of 1,000, origins that cannot take a request (in backoff, at
+ * max_connections) pass their turns on: the others share evenly, and a
+ * request never waits on one of them while another has room. */
+static void test_round_robin_passes_over_origins_out(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    char *pool = pool_of(N, "", NULL);
+    struct env e;
+    env_init(&e, env_snapshot(pool, LB_APP, ""));
+    free(pool);
+    assert_int_equal(e.snap->hash[0].order_len, N);
+    static unsigned got[N];
+    memset(got, 0, sizeof(got));
+    /* every third origin is in passive backoff */
+    for (int o = 0; o < N; o += 3)
+        atomic_store(&e.snap->pools[0].origins[o]->retry_after_ms, e.ctx.now_ms + 60000);
+    for (int i = 0; i < 20 * N; i++)
+        got[pick(&e)]++;
+    for (int o = 0; o < N; o++) {
+        if (o % 3 == 0)
+            assert_int_equal(got[o], 0);
+        else
+            assert_true(got[o] >= 25 && got[o] <= 35); /* 20 * 3/2 = 30 each */
+    }
+    for (int o = 0; o < N; o += 3)
+        atomic_store(&e.snap->pools[0].origins[o]->retry_after_ms, 0);
+    env_fini(&e);
+}
+
+/* Weights too uneven for an order under ROUTE_ORDER_MAX: none is built, and
+ * round robin still goes by weight (scanning the pool). */
+static unsigned weight_uneven(int i) { return 1000 - (unsigned)i; }
+
+static void test_round_robin_without_order(void **state)
+{
+    (void)state;
+    char *pool = pool_of(80, "", weight_uneven);
+    struct env e;
+    env_init(&e, env_snapshot(pool, LB_APP, ""));
+    free(pool);
+    assert_int_equal(e.snap->hash[0].order_len, 0);
+    unsigned first = 0, last = 0;
+    uint64_t total = 0;
+    for (int i = 0; i < 80; i++)
+        total += weight_uneven(i);
+    for (uint64_t i = 0; i < total; i++) {
+        long o = pick(&e);
+        first += o == 0;
+        last += o == 79;
+    }
+    assert_int_equal(first, weight_uneven(0)); /* smooth round robin: exact per cycle */
+    assert_int_equal(last, weight_uneven(79));
+    env_fini(&e);
+}
+
+/* random steering draws from the order: by weight, and the less loaded of
+ * two draws (this thread's requests in flight) wins. */
+static void test_random_draws_by_weight(void **state)
+{
+    (void)state;
+    char *pool = pool_of(3, "'origin_steering':'random',", weight_3_1_2);
+    struct env e;
+    env_init(&e, env_snapshot(pool, LB_APP, ""));
+    free(pool);
+    unsigned got[3] = {0};
+    for (int i = 0; i < 6000; i++)
+        got[pick(&e)]++;
+    /* two draws, the first kept on a tie (nothing in flight): still by weight */
+    assert_true(got[0] > 2600 && got[0] < 3400);
+    assert_true(got[1] > 700 && got[1] < 1300);
+    assert_true(got[2] > 1600 && got[2] < 2400);
+    e.pool_slots[0][0]->active = 5; /* o0 busy on this thread: it loses every pair */
+    memset(got, 0, sizeof(got));
+    for (int i = 0; i < 6000; i++)
+        got[pick(&e)]++;
+    /* only when both draws were o0: a quarter of the pairs (1,500) */
+    assert_true(got[0] > 6000 / 5 && got[0] < 6000 * 3 / 10);
+    e.pool_slots[0][0]->active = 0;
+    env_fini(&e);
+}
+
 static void test_geo_pool_order(void **state)
 {
     (void)state;
@@ -279,6 +428,10 @@ int main(void)
         cmocka_unit_test(test_fallback_pool_last),
         cmocka_unit_test(test_hash_steering),
         cmocka_unit_test(test_geo_pool_order),
+        cmocka_unit_test(test_round_robin_order_by_weight),
+        cmocka_unit_test(test_round_robin_passes_over_origins_out),
+        cmocka_unit_test(test_round_robin_without_order),
+        cmocka_unit_test(test_random_draws_by_weight),
     };
     return cmocka_run_group_tests(tests, env_setup_dir, env_teardown_dir);
 }

@@ -362,6 +362,49 @@ static void test_hash_second_choice_is_the_clients_own(void **state)
     env_fini(&e);
 }
 
+/* With equal weights (the second choice's fast path) a retry still goes to
+ * the client's own second origin every time, and the clients of one origin
+ * spread evenly over all the others: here 2,000 clients over a pool of 60. */
+static void test_hash_second_choice_equal_weights_spreads_evenly(void **state)
+{
+    (void)state;
+    enum { ORIGINS = 60 };
+    char pool[ORIGINS * 64 + 128];
+    int at = snprintf(pool, sizeof(pool), "{'name':'app','origin_steering':'hash','origins':[");
+    for (int o = 0; o < ORIGINS; o++)
+        at += snprintf(pool + at, sizeof(pool) - (size_t)at,
+                       "%s{'name':'node-%02d','address':'127.0.0.1:%d'}", o ? "," : "", o,
+                       9100 + o);
+    snprintf(pool + at, sizeof(pool) - (size_t)at, "]}");
+    struct env e;
+    env_init(&e, env_snapshot(pool, LB_APP, ""));
+    assert_true(e.snap->hash[0].equal_weights);
+    unsigned to[ORIGINS] = {0};
+    for (int i = 0; i < HASH_CLIENTS; i++) {
+        long home = hash_choice(&e, i);
+        assert_true(home >= 0 && home < ORIGINS);
+        long first = -1;
+        for (int again = 0; again < 2; again++) {
+            struct route_tried tried = {0};
+            assert_true(route_tried_add(&tried, 0, (size_t)home));
+            long p, o;
+            bool fallback;
+            assert_int_equal(route_choose(&e.ctx, &tried, &p, &o, &fallback), 0);
+            assert_int_not_equal(o, home);
+            if (again == 0)
+                first = o;
+            assert_int_equal(o, first);
+        }
+        to[first]++;
+    }
+    /* about 2000/60 = 33 each: none left out, none taking a crowd */
+    for (int o = 0; o < ORIGINS; o++) {
+        assert_true(to[o] >= 10);
+        assert_true(to[o] <= 70);
+    }
+    env_fini(&e);
+}
+
 /* ---- a waiting new session moves within its pool ---- */
 
 static void test_move_within_pool_reissues_cookie(void **state)
@@ -408,6 +451,7 @@ int main(void)
         cmocka_unit_test(test_slow_start_alone_still_chosen),
         cmocka_unit_test(test_slow_start_with_hash_steering),
         cmocka_unit_test(test_hash_second_choice_is_the_clients_own),
+        cmocka_unit_test(test_hash_second_choice_equal_weights_spreads_evenly),
         cmocka_unit_test(test_move_within_pool_reissues_cookie),
     };
     return cmocka_run_group_tests(tests, env_setup_dir, env_teardown_dir);
