@@ -15,10 +15,12 @@
  * includes nothing from affinity/, proxy/ or the worker; affinity calls it,
  * never the other way round.
  *
- * It also owns each snapshot's consistent-hash tables (`struct route_hash`,
- * one pair of Maglev tables per pool): built on the control thread with the
- * snapshot, immutable afterwards, read by `origin_steering: hash` here and by
- * the hashed affinity modes.
+ * It also owns each snapshot's per-pool steering tables (`struct route_hash`:
+ * a pair of Maglev tables, the round-robin order, the origins' name hashes):
+ * built on the control thread with the snapshot, immutable afterwards, read
+ * by steering here and by the hashed affinity modes. Steering first looks at
+ * the one origin its table names and scans the pool only when that origin
+ * cannot take the request (docs/design.md).
  */
 #ifndef LIMPET_BALANCE_ROUTE_H
 #define LIMPET_BALANCE_ROUTE_H
