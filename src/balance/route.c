@@ -198,10 +198,15 @@ void route_hash_free(struct route_hash *h, const struct snapshot *s)
     free(h);
 }
 
-void route_cursors_init(const struct snapshot *s, uint32_t *cursors, uint64_t *rng)
+void route_cursors_carry(const struct snapshot *s, uint32_t *cursors, const struct snapshot *prev,
+                         const uint32_t *prev_cursors)
 {
-    for (size_t p = 0; p < s->cfg->num_pools; p++)
-        cursors[p] = (uint32_t)steer_random(rng);
+    for (size_t p = 0; p < s->cfg->num_pools; p++) {
+        cursors[p] = 0;
+        for (size_t q = 0; prev && q < prev->cfg->num_pools; q++)
+            if (strcmp(prev->cfg->pools[q].name, s->cfg->pools[p].name) == 0)
+                cursors[p] = prev_cursors[q];
+    }
 }
 
 /* ---- per request (worker) ---- */

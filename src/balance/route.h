@@ -48,8 +48,8 @@ struct route_ctx {
     uint8_t client_addr[16];      /* client address bytes (4 used for IPv4) */
     uint64_t now_ms;              /* the loop's monotonic clock (clock_ms) */
     struct steer_slot ***pool_slots;  /* this thread's steering slots for snap: [pool][origin] */
-    uint32_t *pool_cursor;        /* this thread's place in each pool's order: [pool] (any
-                                   * start; route_cursors_init draws one) */
+    uint32_t *pool_cursor;        /* this thread's place in each pool's order: [pool]
+                                   * (route_cursors_carry) */
     bool *candidates;             /* scratch, at least the largest pool of snap */
     uint64_t *rng;                /* this thread's generator (steer_random) */
     struct origin_stats *origin_stats;  /* this thread's counters, by origin id */
@@ -76,9 +76,12 @@ struct route_hash {
 
 #define ROUTE_ORDER_MAX 65536     /* longest order built (weights reduced by their gcd) */
 
-/* Gives a thread's cursors for s ([cfg->num_pools]) random starts, so threads
- * and successive snapshots do not all begin with the same origin. */
-void route_cursors_init(const struct snapshot *s, uint32_t *cursors, uint64_t *rng);
+/* Sets a thread's cursors for s ([cfg->num_pools]): where it was in the pool
+ * of the same name in its previous snapshot `prev` (cursors `prev_cursors`),
+ * so a reload or a health flip does not send the next session back to the
+ * pool's first origin; a new pool (or no prev) starts at its beginning. */
+void route_cursors_carry(const struct snapshot *s, uint32_t *cursors, const struct snapshot *prev,
+                         const uint32_t *prev_cursors);
 
 /* Builds the tables of every pool of s (s->cfg and s->pools set), on the
  * control thread. Returns the [cfg->num_pools] array, or NULL when out of memory. */

@@ -121,7 +121,8 @@ static int build_pool_slots(struct proxy_thread *pt, struct snap_use *use)
         free_pool_slots(slots, cfg->num_pools);
         return -ENOMEM;
     }
-    route_cursors_init(s, use->pool_cursor, &pt->w->rng);
+    route_cursors_carry(s, use->pool_cursor, pt->cur ? pt->cur->snap : NULL,
+                        pt->cur ? pt->cur->pool_cursor : NULL);
     use->pool_slots = slots;
     return 0;
 }
