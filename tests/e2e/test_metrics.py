@@ -194,6 +194,12 @@ def test_accepted_counts_a_silent_connection_after_its_handover(limpet, origin):
     a second after its handshake (the listeners defer accepting)."""
     lp = limpet(with_admin(basic_config([origin("o1")], threads=1)))
     api = admin_client(lp)
+    # the harness's readiness probe (connect, then close at once) is handed over at
+    # its FIN; it may still be on its way to the worker: count it before the base
+    deadline = time.monotonic() + 5
+    while value(scrape(api), "limpet_client_connections_accepted_total") < 1:
+        assert time.monotonic() < deadline, "the readiness probe was never taken"
+        time.sleep(0.05)
     base = value(scrape(api), "limpet_client_connections_accepted_total")
     silent = socket.create_connection(("127.0.0.1", lp.port))
     try:
