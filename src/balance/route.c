@@ -202,10 +202,8 @@ void route_cursors_carry(const struct snapshot *s, uint32_t *cursors, const stru
                          const uint32_t *prev_cursors)
 {
     for (size_t p = 0; p < s->cfg->num_pools; p++) {
-        cursors[p] = 0;
-        for (size_t q = 0; prev && q < prev->cfg->num_pools; q++)
-            if (strcmp(prev->cfg->pools[q].name, s->cfg->pools[p].name) == 0)
-                cursors[p] = prev_cursors[q];
+        long q = prev ? config_pool_index(prev->cfg, s->cfg->pools[p].name) : -1;
+        cursors[p] = q >= 0 ? prev_cursors[q] : 0;
     }
 }
 

@@ -370,6 +370,32 @@ static void test_round_robin_without_order(void **state)
     env_fini(&e);
 }
 
+/* A thread's place in a pool's order carries over to the next snapshot by
+ * the pool's name (wherever the pool now stands); a new pool starts at its
+ * first origin. */
+static void test_round_robin_place_carries_to_next_snapshot(void **state)
+{
+    (void)state;
+    struct env old;
+    env_init(&old, env_snapshot(POOL_APP, LB_APP, ""));
+    assert_string_equal(env_name(&old, 0, pick(&old)), "o1");
+    assert_string_equal(env_name(&old, 0, pick(&old)), "o2");
+    struct env e;
+    env_init(&e, env_snapshot(
+        "{'name':'fresh','origins':[{'name':'f1','address':'127.0.0.1:9021'},"
+        "{'name':'f2','address':'127.0.0.1:9022'}]}," POOL_APP,
+        "'default_pools':['app'],'fallback_pool':'fresh'", ""));
+    route_cursors_carry(e.snap, e.pool_cursor, old.snap, old.pool_cursor);
+    assert_int_equal(e.pool_cursor[0], 0);                  /* "fresh": new */
+    assert_int_equal(e.pool_cursor[1], old.pool_cursor[0]); /* "app", now second */
+    assert_string_equal(env_name(&e, 1, pick(&e)), "o3");   /* where the old one left off */
+    assert_string_equal(env_name(&e, 1, pick(&e)), "o1");
+    route_cursors_carry(e.snap, e.pool_cursor, NULL, NULL);
+    assert_int_equal(e.pool_cursor[1], 0);                  /* no previous snapshot */
+    env_fini(&e);
+    env_fini(&old);
+}
+
 /* random steering draws from the order: by weight, and the less loaded of
  * two draws (this thread's requests in flight) wins. */
 static void test_random_draws_by_weight(void **state)
@@ -431,6 +457,7 @@ int main(void)
         cmocka_unit_test(test_round_robin_order_by_weight),
         cmocka_unit_test(test_round_robin_passes_over_origins_out),
         cmocka_unit_test(test_round_robin_without_order),
+        cmocka_unit_test(test_round_robin_place_carries_to_next_snapshot),
         cmocka_unit_test(test_random_draws_by_weight),
     };
     return cmocka_run_group_tests(tests, env_setup_dir, env_teardown_dir);
