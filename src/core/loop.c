@@ -146,7 +146,7 @@ static void heap_up(struct loop *loop, size_t i)
 {
     while (i > 0) {
         size_t parent = (i - 1) / 2;
-        if (loop->heap[parent]->deadline_ms <= loop->heap[i]->deadline_ms)
+        if (loop->heap[parent]->heap_key_ms <= loop->heap[i]->heap_key_ms)
             break;
         heap_swap(loop, i, parent);
         i = parent;
@@ -157,9 +157,9 @@ static void heap_down(struct loop *loop, size_t i)
 {
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < loop->heap_len && loop->heap[l]->deadline_ms < loop->heap[m]->deadline_ms)
+        if (l < loop->heap_len && loop->heap[l]->heap_key_ms < loop->heap[m]->heap_key_ms)
             m = l;
-        if (r < loop->heap_len && loop->heap[r]->deadline_ms < loop->heap[m]->deadline_ms)
+        if (r < loop->heap_len && loop->heap[r]->heap_key_ms < loop->heap[m]->heap_key_ms)
             m = r;
         if (m == i)
             return;
@@ -171,6 +171,7 @@ static void heap_down(struct loop *loop, size_t i)
 void timer_init(struct timer *t, void (*cb)(struct loop *, struct timer *))
 {
     t->deadline_ms = 0;
+    t->heap_key_ms = 0;
     t->heap_index = SIZE_MAX;
     t->cb = cb;
 }
@@ -193,14 +194,13 @@ void timer_cancel(struct loop *loop, struct timer *t)
 int timer_arm(struct loop *loop, struct timer *t, uint64_t after_ms)
 {
     uint64_t deadline = loop->now_ms + after_ms;
+    t->deadline_ms = deadline;
     if (timer_armed(t)) {
-        uint64_t old = t->deadline_ms;
-        t->deadline_ms = deadline;
-        if (deadline < old)
+        if (deadline < t->heap_key_ms) { /* sooner than filed: move it up now */
+            t->heap_key_ms = deadline;
             heap_up(loop, t->heap_index);
-        else
-            heap_down(loop, t->heap_index);
-        return 0;
+        }
+        return 0; /* later: loop_run_timers re-files it when its key comes */
     }
     if (loop->heap_len == loop->heap_cap) {
         size_t cap = loop->heap_cap ? loop->heap_cap * 2 : 256;
@@ -210,7 +210,7 @@ int timer_arm(struct loop *loop, struct timer *t, uint64_t after_ms)
         loop->heap = heap;
         loop->heap_cap = cap;
     }
-    t->deadline_ms = deadline;
+    t->heap_key_ms = deadline;
     t->heap_index = loop->heap_len;
     loop->heap[loop->heap_len++] = t;
     heap_up(loop, t->heap_index);
@@ -219,8 +219,13 @@ int timer_arm(struct loop *loop, struct timer *t, uint64_t after_ms)
 
 void loop_run_timers(struct loop *loop)
 {
-    while (loop->heap_len > 0 && loop->heap[0]->deadline_ms <= loop->now_ms) {
+    while (loop->heap_len > 0 && loop->heap[0]->heap_key_ms <= loop->now_ms) {
         struct timer *t = loop->heap[0];
+        if (t->deadline_ms > loop->now_ms) { /* postponed since it was filed */
+            t->heap_key_ms = t->deadline_ms;
+            heap_down(loop, 0);
+            continue;
+        }
         timer_cancel(loop, t);
         t->cb(loop, t);
     }
@@ -230,7 +235,7 @@ int loop_next_wait_ms(const struct loop *loop)
 {
     if (loop->heap_len == 0)
         return -1;
-    uint64_t first = loop->heap[0]->deadline_ms;
+    uint64_t first = loop->heap[0]->heap_key_ms; /* may wake early for a postponed one */
     return first <= loop->now_ms ? 0 : (int)(first - loop->now_ms);
 }
 

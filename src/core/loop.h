@@ -3,9 +3,16 @@
  *
  * A file descriptor is watched through a `struct io_watch` embedded in the
  * owner's object; its callback receives the epoll event bits. Timers are
- * `struct timer` values, also embedded, kept in a binary min-heap keyed by
- * deadline (O(log n) arm/cancel, no scan of all connections). Timer callbacks
- * may re-arm or cancel any timer, including their own.
+ * `struct timer` values, also embedded, kept in a binary min-heap (O(log n)
+ * arm/cancel, no scan of all connections). Timer callbacks may re-arm or
+ * cancel any timer, including their own.
+ *
+ * Postponing is lazy: re-arming an armed timer for later (an idle timeout
+ * pushed back by every request) only records the new deadline and leaves the
+ * heap alone. The timer keeps its place, keyed by the earlier time; when that
+ * comes, the loop finds the deadline moved and re-files the timer then. A
+ * timer never fires late, and a connection busy for a whole timeout costs one
+ * re-filing per timeout instead of a heap sift per request.
  *
  * Nothing here is thread-safe except loop_wake(), which another thread may
  * call to make loop_run() return from epoll_wait and run its wake callback.
@@ -32,6 +39,7 @@ struct io_watch {
 
 struct timer {
     uint64_t deadline_ms;         /* monotonic time at which cb runs */
+    uint64_t heap_key_ms;         /* where the heap files it: ≤ deadline_ms (see above) */
     size_t heap_index;            /* position in the heap; SIZE_MAX when not armed */
     void (*cb)(struct loop *loop, struct timer *t);
 };
@@ -78,7 +86,8 @@ void loop_unwatch(struct loop *loop, struct io_watch *w);
 void loop_unwatch_closing(struct loop *loop, struct io_watch *w);
 
 void timer_init(struct timer *t, void (*cb)(struct loop *, struct timer *));
-/* (Re)arms t to fire after_ms from the loop's cached now. Returns 0 or -ENOMEM. */
+/* (Re)arms t to fire after_ms from the loop's cached now (O(1) when it only
+ * postpones an armed timer). Returns 0 or -ENOMEM. */
 int timer_arm(struct loop *loop, struct timer *t, uint64_t after_ms);
 void timer_cancel(struct loop *loop, struct timer *t);
 static inline bool timer_armed(const struct timer *t) { return t->heap_index != SIZE_MAX; }

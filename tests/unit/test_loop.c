@@ -75,6 +75,72 @@ static void test_rearm_moves_deadline(void **state)
     loop_fini(&loop);
 }
 
+static uint64_t fired_at[64];
+static void stamp_cb(struct loop *loop, struct timer *t)
+{
+    struct tagged_timer *tt = (struct tagged_timer *)t;
+    fired_at[num_fired] = clock_ms();
+    fired[num_fired++] = tt->tag;
+    if (num_fired >= 2)
+        loop->stop = true;
+}
+
+/* Postponing only records the deadline (the heap keeps the timer where it
+ * was): the old time must neither fire it nor let a later timer pass it. */
+static void test_postponed_timer_fires_at_its_new_deadline(void **state)
+{
+    (void)state;
+    struct loop loop;
+    assert_int_equal(loop_init(&loop, NULL), 0);
+    struct tagged_timer a, b;
+    timer_init(&a.t, stamp_cb);
+    timer_init(&b.t, stamp_cb);
+    a.tag = 1;
+    b.tag = 2;
+    num_fired = 0;
+    uint64_t start = clock_ms();
+    loop.now_ms = start;
+    timer_arm(&loop, &a.t, 10);
+    timer_arm(&loop, &b.t, 30);
+    for (int i = 0; i < 5; i++) /* as a busy connection would, request after request */
+        timer_arm(&loop, &a.t, 60 + (uint64_t)i);
+    assert_int_equal(a.t.deadline_ms, start + 64);
+    assert_true(loop_next_wait_ms(&loop) <= 10); /* it may wake early, never late */
+    loop_run(&loop);
+    assert_int_equal(num_fired, 2);
+    assert_int_equal(fired[0], 2);
+    assert_int_equal(fired[1], 1);
+    assert_true(fired_at[1] - start >= 64);
+    assert_false(timer_armed(&a.t));
+    loop_fini(&loop);
+}
+
+/* A timer postponed and then brought forward again fires at the sooner time. */
+static void test_postponed_then_sooner_fires_sooner(void **state)
+{
+    (void)state;
+    struct loop loop;
+    assert_int_equal(loop_init(&loop, NULL), 0);
+    struct tagged_timer a, b;
+    timer_init(&a.t, stamp_cb);
+    timer_init(&b.t, stamp_cb);
+    a.tag = 1;
+    b.tag = 2;
+    num_fired = 0;
+    uint64_t start = clock_ms();
+    loop.now_ms = start;
+    timer_arm(&loop, &b.t, 30);
+    timer_arm(&loop, &a.t, 20);
+    timer_arm(&loop, &a.t, 200); /* postponed: filed at 20 still */
+    timer_arm(&loop, &a.t, 5);   /* sooner than where it is filed */
+    loop_run(&loop);
+    assert_int_equal(fired[0], 1);
+    assert_int_equal(fired[1], 2);
+    assert_true(fired_at[0] - start >= 5);
+    assert_true(fired_at[0] - start < 30);
+    loop_fini(&loop);
+}
+
 static int pipe_reads;
 static void pipe_cb(struct loop *loop, struct io_watch *w, uint32_t events)
 {
@@ -135,6 +201,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_timers_fire_in_deadline_order),
+        cmocka_unit_test(test_postponed_timer_fires_at_its_new_deadline),
+        cmocka_unit_test(test_postponed_then_sooner_fires_sooner),
         cmocka_unit_test(test_rearm_moves_deadline),
         cmocka_unit_test(test_watch_reports_readable),
         cmocka_unit_test(test_wake_from_another_thread),
