@@ -151,15 +151,6 @@ def http_get(port, path):
         conn.close()
 
 
-def _get(port, path):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", path)
-    r = conn.getresponse()
-    body = r.read()
-    conn.close()
-    return r.status, body
-
-
 def _wait_open_connections(o, n, within):
     deadline = time.monotonic() + within
     while time.monotonic() < deadline and o.open_connections != n:
@@ -174,7 +165,7 @@ def test_idle_origin_connection_kept_while_reused_then_closed_after_keepalive(li
     o = origin("s1")
     lp = limpet(basic_config([o], timeouts={"keepalive": 1.0}))
     for i in range(8):
-        assert _get(lp.port, f"/reuse/{i}") == (200, f"s1 GET /reuse/{i}\n".encode())
+        assert http_get(lp.port, f"/reuse/{i}") == (200, f"s1 GET /reuse/{i}\n".encode())
         time.sleep(0.3)
     assert o.connections == 1, f"origin saw {o.connections} connections: closed while in use"
     t0 = time.monotonic()
@@ -189,11 +180,11 @@ def test_origin_connection_busy_past_keepalive_is_reused_then_closed(limpet, ori
         return Reply(200, req.target.encode(), delay=1.5 if req.target == "/slow" else 0.0)
     o = origin("s1", handler=handler)
     lp = limpet(basic_config([o], timeouts={"keepalive": 1.0}))
-    assert _get(lp.port, "/first") == (200, b"/first")
+    assert http_get(lp.port, "/first") == (200, b"/first")
     time.sleep(0.5)
-    assert _get(lp.port, "/slow") == (200, b"/slow")  # its old idle deadline passes meanwhile
+    assert http_get(lp.port, "/slow") == (200, b"/slow")  # its old idle deadline passes meanwhile
     time.sleep(0.5)
-    assert _get(lp.port, "/after") == (200, b"/after")
+    assert http_get(lp.port, "/after") == (200, b"/after")
     assert o.connections == 1, f"origin saw {o.connections} connections"
     t0 = time.monotonic()
     assert _wait_open_connections(o, 0, 5) == 0, "idle origin connection never closed"

@@ -85,21 +85,28 @@ static void stamp_cb(struct loop *loop, struct timer *t)
         loop->stop = true;
 }
 
+/* A loop with timers a (tag 1) and b (tag 2) that stop it after both fired;
+ * returns the loop's now, which arming counts from. */
+static uint64_t two_timers(struct loop *loop, struct tagged_timer *a, struct tagged_timer *b)
+{
+    assert_int_equal(loop_init(loop, NULL), 0);
+    timer_init(&a->t, stamp_cb);
+    timer_init(&b->t, stamp_cb);
+    a->tag = 1;
+    b->tag = 2;
+    num_fired = 0;
+    loop->now_ms = clock_ms();
+    return loop->now_ms;
+}
+
 /* Postponing only records the deadline (the heap keeps the timer where it
  * was): the old time must neither fire it nor let a later timer pass it. */
 static void test_postponed_timer_fires_at_its_new_deadline(void **state)
 {
     (void)state;
     struct loop loop;
-    assert_int_equal(loop_init(&loop, NULL), 0);
     struct tagged_timer a, b;
-    timer_init(&a.t, stamp_cb);
-    timer_init(&b.t, stamp_cb);
-    a.tag = 1;
-    b.tag = 2;
-    num_fired = 0;
-    uint64_t start = clock_ms();
-    loop.now_ms = start;
+    uint64_t start = two_timers(&loop, &a, &b);
     timer_arm(&loop, &a.t, 10);
     timer_arm(&loop, &b.t, 30);
     for (int i = 0; i < 5; i++) /* as a busy connection would, request after request */
@@ -120,15 +127,8 @@ static void test_postponed_then_sooner_fires_sooner(void **state)
 {
     (void)state;
     struct loop loop;
-    assert_int_equal(loop_init(&loop, NULL), 0);
     struct tagged_timer a, b;
-    timer_init(&a.t, stamp_cb);
-    timer_init(&b.t, stamp_cb);
-    a.tag = 1;
-    b.tag = 2;
-    num_fired = 0;
-    uint64_t start = clock_ms();
-    loop.now_ms = start;
+    uint64_t start = two_timers(&loop, &a, &b);
     timer_arm(&loop, &b.t, 30);
     timer_arm(&loop, &a.t, 20);
     timer_arm(&loop, &a.t, 200); /* postponed: filed at 20 still */
